@@ -1,0 +1,55 @@
+# phoenix — run `make help` for the targets.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/phoenix
+DEMO := build/demo
+# Debian packages the tests and the lab need (installed by `make deps`).
+DEBIAN_PKGS := qemu-system-x86 ipxe-qemu ovmf ipxe dnsmasq-base busybox-static cpio kmod iproute2 util-linux tftp-hpa
+
+.PHONY: help build test unit lint bench lab run demo-image deps fuzz clean
+
+help: ## show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/phoenix (static, trimmed)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN) ./cmd/phoenix
+
+deps: ## install the Debian packages tests and lab need (root; only what is missing)
+	@missing=$$(for p in $(DEBIAN_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+demo-image: ## build the demo image (Debian kernel + our initramfs) into build/demo
+	bash assets/demo/build.sh $(DEMO)
+
+test: demo-image ## unit tests and the QEMU end-to-end boots (as root; they say why they skip otherwise)
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 18m ./...
+
+unit: ## unit tests only (no root, no VMs)
+	$(GO) test -count=1 -short ./...
+
+lint: ## gofmt, go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+bench: ## Go benchmarks (import hashing, TFTP, ...)
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$${FUZZTIME:-30s} $$pkg || exit 1; \
+		done; \
+	done
+
+lab: deps build demo-image ## the QEMU lab: phoenix + two VMs that netboot from it (root; Ctrl-C ends it)
+	./$(BIN) lab --kernel $(DEMO)/vmlinuz --initrd $(DEMO)/initrd.img
+
+run: build ## run phoenix serve with ARGS (e.g. make run ARGS='--state /srv/phoenix --interface eth1 ...')
+	./$(BIN) serve $(ARGS)
+
+clean: ## remove build outputs
+	rm -rf bin build

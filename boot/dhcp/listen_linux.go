@@ -1,0 +1,70 @@
+package dhcp
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"syscall"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
+)
+
+// Listen opens a UDP socket on addr (":67", or ":4011" for a proxy's boot
+// server port) that may send broadcasts. With iface set the socket is bound
+// to that interface (SO_BINDTODEVICE), so it sees and answers only that
+// network. Either way, Serve sends each reply out of the interface its
+// request came in on, which broadcasts on a multi-homed server need.
+func Listen(iface string, addr string) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+				serr = fmt.Errorf("SO_REUSEADDR: %w", serr)
+				return
+			}
+			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
+				serr = fmt.Errorf("SO_BROADCAST: %w", serr)
+				return
+			}
+			if iface != "" {
+				if serr = unix.BindToDevice(int(fd), iface); serr != nil {
+					serr = fmt.Errorf("SO_BINDTODEVICE %s: %w", iface, serr)
+				}
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	pc, err := lc.ListenPacket(context.Background(), "udp4", addr)
+	if err != nil {
+		return nil, fmt.Errorf("dhcp listen %s on %q: %w", addr, iface, err)
+	}
+	p := ipv4.NewPacketConn(pc)
+	if err := p.SetControlMessage(ipv4.FlagInterface, true); err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("dhcp listen %s: IP_PKTINFO: %w", addr, err)
+	}
+	return &ifConn{PacketConn: pc, p: p}, nil
+}
+
+// ifConn is a UDP socket that knows the interface of each packet.
+type ifConn struct {
+	net.PacketConn
+	p *ipv4.PacketConn
+}
+
+func (c *ifConn) readFromInterface(b []byte) (int, int, net.Addr, error) {
+	n, cm, src, err := c.p.ReadFrom(b)
+	ifIndex := 0
+	if cm != nil {
+		ifIndex = cm.IfIndex
+	}
+	return n, ifIndex, src, err
+}
+
+func (c *ifConn) writeToInterface(b []byte, ifIndex int, dst net.Addr) (int, error) {
+	return c.p.WriteTo(b, &ipv4.ControlMessage{IfIndex: ifIndex}, dst)
+}

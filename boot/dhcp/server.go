@@ -1,0 +1,358 @@
+package dhcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+)
+
+// Well-known ports. A proxy listens on ServerPort for DISCOVERs and on
+// PXEPort for the PXE boot server requests that follow.
+const (
+	ServerPort = 67
+	ClientPort = 68
+	PXEPort    = 4011
+)
+
+// Server answers DHCP. Only Config is required; a nil Log discards logs.
+// One Server may Serve several sockets at once (proxy mode: ports 67 and
+// 4011); they share its leases.
+type Server struct {
+	Config Config
+	// Leases persists leases in full mode. Nil keeps them in memory only,
+	// so a restart forgets them.
+	Leases LeaseStore
+	Log    *slog.Logger
+	// OnEvent, if set, is called for each offer, ack, nak, release,
+	// decline and drop, from the goroutine serving the socket. It must be
+	// cheap: requests wait for it.
+	OnEvent func(Event)
+
+	now func() time.Time // tests fix the clock
+
+	initMu sync.Mutex
+	st     *state
+
+	// mu serialises lease decisions and store writes, so an address is
+	// never promised to two clients.
+	mu sync.Mutex
+
+	stats struct {
+		received, dropped, ignored, offers, acks, naks, releases,
+		declines, proxyOffers, proxyAcks, errors atomic.Uint64
+	}
+}
+
+// state is what the first Serve builds from Config and the store.
+type state struct {
+	cfg      Config
+	serverIP net.IP // 4-byte form
+	pool     *pool  // nil in proxy mode
+}
+
+// Event describes one thing the server did, for boot timeline metrics.
+type Event struct {
+	// Kind is "offer", "ack", "nak", "release", "decline", "drop",
+	// "proxy-offer" or "proxy-ack".
+	Kind string
+	MAC  net.HardwareAddr
+	IP   net.IP // the address offered, leased, released or declined
+	// Arch is the client's boot architecture ("bios", "efi-x64",
+	// "efi-arm64", "http-x64", "http-arm64", "unknown", "arch-N"),
+	// prefixed "ipxe-" when iPXE asked; "" for clients that are not PXE.
+	Arch   string
+	Reason string // why a nak or drop happened, or "inform"
+}
+
+// Stats are counters since the Server was created.
+type Stats struct {
+	Received    uint64 // packets read
+	Dropped     uint64 // malformed packets
+	Ignored     uint64 // well-formed packets not answered (not for us, refused, pool empty)
+	Offers      uint64
+	Acks        uint64
+	Naks        uint64
+	Releases    uint64
+	Declines    uint64
+	ProxyOffers uint64
+	ProxyAcks   uint64
+	Errors      uint64 // lease store or socket write failures
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		Received:    s.stats.received.Load(),
+		Dropped:     s.stats.dropped.Load(),
+		Ignored:     s.stats.ignored.Load(),
+		Offers:      s.stats.offers.Load(),
+		Acks:        s.stats.acks.Load(),
+		Naks:        s.stats.naks.Load(),
+		Releases:    s.stats.releases.Load(),
+		Declines:    s.stats.declines.Load(),
+		ProxyOffers: s.stats.proxyOffers.Load(),
+		ProxyAcks:   s.stats.proxyAcks.Load(),
+		Errors:      s.stats.errors.Load(),
+	}
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Log
+}
+
+func (s *Server) clock() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
+
+func (s *Server) emit(e Event) {
+	if s.OnEvent != nil {
+		s.OnEvent(e)
+	}
+}
+
+// init validates the config and loads persisted leases, once. A failed init
+// is retried by the next Serve.
+func (s *Server) init() (*state, error) {
+	s.initMu.Lock()
+	defer s.initMu.Unlock()
+	if s.st != nil {
+		return s.st, nil
+	}
+	if err := s.Config.validate(); err != nil {
+		return nil, fmt.Errorf("dhcp config: %w", err)
+	}
+	st := &state{cfg: s.Config.withDefaults(), serverIP: s.Config.ServerIP.To4()}
+	if st.cfg.Mode == ModeFull {
+		p, err := newPool(st.cfg)
+		if err != nil {
+			return nil, fmt.Errorf("dhcp config: %w", err)
+		}
+		if s.Leases != nil {
+			leases, err := s.Leases.Leases()
+			if err != nil {
+				return nil, fmt.Errorf("load leases: %w", err)
+			}
+			loaded := 0
+			for _, l := range leases {
+				if err := p.load(l); err != nil {
+					// The store keeps it; a config change may bring it back.
+					s.log().Warn("lease not honoured", "mac", l.MAC, "ip", l.IP, "err", err)
+					continue
+				}
+				loaded++
+			}
+			s.log().Info("leases loaded", "count", loaded)
+		}
+		st.pool = p
+	}
+	s.st = st
+	return st, nil
+}
+
+// interfaceConn is implemented by the sockets Listen returns: it reports the
+// interface a packet came in on and sends replies out of that interface,
+// which a server answering on several interfaces needs for broadcasts.
+type interfaceConn interface {
+	readFromInterface(b []byte) (n, ifIndex int, src net.Addr, err error)
+	writeToInterface(b []byte, ifIndex int, dst net.Addr) (int, error)
+}
+
+// Serve answers requests on conn until ctx is done, then closes conn and
+// returns nil. It returns an error if the configuration is invalid or the
+// leases cannot be loaded (closing conn as well), or if reading fails.
+//
+// Replies go where RFC 2131 says: to the relay (giaddr) when relayed, by
+// broadcast to clients without an address, unicast to ciaddr on renewal.
+// Requests from a loopback address are answered at that address, which
+// lets tests run a real client over 127.0.0.1 without privileges.
+func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+
+	st, err := s.init()
+	if err != nil {
+		return err
+	}
+	localPort := 0
+	if u, ok := conn.LocalAddr().(*net.UDPAddr); ok {
+		localPort = u.Port
+	}
+	ic, _ := conn.(interfaceConn)
+	s.log().Info("dhcp serving", "addr", conn.LocalAddr().String(), "mode", st.cfg.Mode.String())
+
+	buf := make([]byte, 64<<10)
+	for {
+		var (
+			n, ifIndex int
+			src        net.Addr
+		)
+		if ic != nil {
+			n, ifIndex, src, err = ic.readFromInterface(buf)
+		} else {
+			n, src, err = conn.ReadFrom(buf)
+		}
+		if err != nil {
+			if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("dhcp read: %w", err)
+		}
+		out := s.handle(st, buf[:n], src, localPort)
+		if out == nil {
+			continue
+		}
+		b := out.msg.ToBytes()
+		if ic != nil && ifIndex > 0 {
+			_, err = ic.writeToInterface(b, ifIndex, out.to)
+		} else {
+			_, err = conn.WriteTo(b, out.to)
+		}
+		if err != nil {
+			if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			// A send failure is the client's loss, not the server's end.
+			s.stats.errors.Add(1)
+			s.log().Warn("dhcp send failed", "mac", out.msg.ClientHWAddr.String(), "ip", out.to.IP.String(), "err", err)
+		}
+	}
+}
+
+// outPacket is a reply and where to send it.
+type outPacket struct {
+	msg *dhcpv4.DHCPv4
+	to  *net.UDPAddr
+}
+
+// handle decides the answer to one packet. It does no I/O besides the lease
+// store, so tests and the fuzzer drive it directly.
+func (s *Server) handle(st *state, b []byte, src net.Addr, localPort int) *outPacket {
+	s.stats.received.Add(1)
+	req, err := dhcpv4.FromBytes(b)
+	if err != nil {
+		s.malformed(nil, err.Error())
+		return nil
+	}
+	switch {
+	case req.OpCode != dhcpv4.OpcodeBootRequest:
+		s.malformed(req.ClientHWAddr, fmt.Sprintf("op %d is not a request", req.OpCode))
+		return nil
+	case req.HWType != 1 || len(req.ClientHWAddr) != 6:
+		s.malformed(req.ClientHWAddr, fmt.Sprintf("hardware type %d length %d is not ethernet", req.HWType, len(req.ClientHWAddr)))
+		return nil
+	case req.MessageType() == dhcpv4.MessageTypeNone:
+		s.malformed(req.ClientHWAddr, "no message type")
+		return nil
+	}
+	r := &request{Server: s, st: st, m: req, cl: classify(req), src: src, bootPort: localPort != ServerPort}
+	var resp *dhcpv4.DHCPv4
+	switch {
+	case st.cfg.Mode == ModeProxy:
+		resp = r.proxy()
+	case localPort == PXEPort:
+		// Full mode serving port 4011 too: firmware that asks the boot
+		// server for its file after the DHCP handshake.
+		resp = r.bootServer()
+	default:
+		resp = r.full()
+	}
+	if resp == nil {
+		return nil
+	}
+	return &outPacket{msg: resp, to: r.destination(resp)}
+}
+
+func (s *Server) malformed(mac net.HardwareAddr, reason string) {
+	s.stats.dropped.Add(1)
+	s.log().Debug("dhcp packet dropped", "mac", mac.String(), "reason", reason)
+	s.emit(Event{Kind: "drop", MAC: mac, Reason: "malformed: " + reason})
+}
+
+// request is one well-formed request being answered.
+type request struct {
+	*Server
+	st  *state
+	m   *dhcpv4.DHCPv4
+	cl  client
+	src net.Addr
+	// bootPort is set when the request was read on a port other than 67:
+	// the PXE boot server port (4011), or a test's. Replies go back to the
+	// sender, which by then has an address.
+	bootPort bool
+}
+
+// ignore counts and reports a request left unanswered on purpose.
+func (r *request) ignore(ip net.IP, reason string) *dhcpv4.DHCPv4 {
+	r.stats.ignored.Add(1)
+	r.log().Debug("dhcp request ignored", "mac", r.m.ClientHWAddr.String(), "ip", ipString(ip), "reason", reason)
+	r.emit(Event{Kind: "drop", MAC: r.m.ClientHWAddr, IP: ip, Arch: r.cl.label(), Reason: reason})
+	return nil
+}
+
+func ipString(ip net.IP) string {
+	if ip == nil {
+		return ""
+	}
+	return ip.String()
+}
+
+// destination applies RFC 2131 section 4.1 to choose where resp goes.
+func (r *request) destination(resp *dhcpv4.DHCPv4) *net.UDPAddr {
+	if u, ok := r.src.(*net.UDPAddr); ok && (u.IP.IsLoopback() || r.bootPort) {
+		// Loopback: tests. Boot server port: the client has its address
+		// and listens where it sent from (PXE spec).
+		return u
+	}
+	if gi := r.m.GatewayIPAddr; gi != nil && !gi.IsUnspecified() {
+		return &net.UDPAddr{IP: gi, Port: ServerPort}
+	}
+	if resp.MessageType() != dhcpv4.MessageTypeNak {
+		if ci := r.m.ClientIPAddr; ci != nil && !ci.IsUnspecified() {
+			return &net.UDPAddr{IP: ci, Port: ClientPort}
+		}
+	}
+	// No address yet: a plain UDP socket cannot unicast to a MAC without
+	// an ARP entry, so broadcast (LAB-NOTES).
+	return &net.UDPAddr{IP: net.IPv4bcast, Port: ClientPort}
+}
+
+// reply starts a reply of type mt with the header fields and options every
+// reply carries.
+func (r *request) reply(mt dhcpv4.MessageType) *dhcpv4.DHCPv4 {
+	resp := &dhcpv4.DHCPv4{
+		OpCode:        dhcpv4.OpcodeBootReply,
+		HWType:        r.m.HWType,
+		TransactionID: r.m.TransactionID,
+		Flags:         r.m.Flags,
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: r.m.GatewayIPAddr,
+		ClientHWAddr:  r.m.ClientHWAddr,
+		Options:       make(dhcpv4.Options),
+	}
+	resp.UpdateOption(dhcpv4.OptMessageType(mt))
+	resp.UpdateOption(dhcpv4.OptServerIdentifier(r.st.serverIP))
+	// RFC 6842 (client identifier) and RFC 3046 (relay agent information)
+	// want these echoed.
+	for _, code := range []dhcpv4.OptionCode{dhcpv4.OptionClientIdentifier, dhcpv4.OptionRelayAgentInformation} {
+		if v := r.m.Options.Get(code); v != nil {
+			resp.UpdateOption(dhcpv4.OptGeneric(code, v))
+		}
+	}
+	return resp
+}

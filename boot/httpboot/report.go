@@ -1,0 +1,104 @@
+package httpboot
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/phoenixboot/phoenix/boot/ipxe"
+)
+
+// reportBody is the JSON a booted host posts to /api/v1/report. Unknown
+// fields are ignored so that newer hosts can say more to older servers.
+type reportBody struct {
+	MAC    string `json:"mac"`
+	Digest string `json:"digest"`
+	BootID string `json:"boot_id"`
+	Host   string `json:"host"`
+}
+
+var (
+	digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	bootIDRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+)
+
+// parseReport decodes and validates one report body: mac and digest are
+// required, boot_id and host optional but checked when present, since all
+// four end up in logs, the state store and the dashboard.
+func parseReport(r io.Reader) (Report, error) {
+	dec := json.NewDecoder(r)
+	var b reportBody
+	if err := dec.Decode(&b); err != nil {
+		return Report{}, fmt.Errorf("decode report: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return Report{}, errors.New("decode report: data after the JSON object")
+	}
+	if b.MAC == "" {
+		return Report{}, errors.New("report: mac is required")
+	}
+	mac, err := parseMAC(b.MAC)
+	if err != nil {
+		return Report{}, fmt.Errorf("report: %w", err)
+	}
+	if b.Digest == "" {
+		return Report{}, errors.New("report: digest is required")
+	}
+	if !digestRE.MatchString(b.Digest) {
+		return Report{}, fmt.Errorf("report: bad digest %q: want sha256:<64 lowercase hex digits>", b.Digest)
+	}
+	if b.BootID != "" && !bootIDRE.MatchString(b.BootID) {
+		return Report{}, fmt.Errorf("report: bad boot_id %q: want 1-64 of [A-Za-z0-9-]", b.BootID)
+	}
+	if b.Host != "" {
+		if err := ipxe.CheckHost(b.Host); err != nil {
+			return Report{}, fmt.Errorf("report: %w", err)
+		}
+	}
+	return Report{MAC: mac, Host: b.Host, Digest: b.Digest, BootID: b.BootID}, nil
+}
+
+func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {
+	log := s.log().With("ip", remoteIP(r))
+	// The server has no ReadTimeout (it would apply to downloads' requests
+	// too), so bound this body's arrival here. Not every ResponseWriter
+	// supports deadlines; without one the size limit still holds.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(30 * time.Second))
+	rep, err := parseReport(http.MaxBytesReader(w, r.Body, maxReportBytes))
+	if err != nil {
+		status := http.StatusBadRequest
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			status = http.StatusRequestEntityTooLarge
+		}
+		log.Warn("bad report", "err", err)
+		writeJSON(w, status, map[string]string{"error": err.Error()})
+		return
+	}
+	rep.RemoteAddr = r.RemoteAddr
+	rep.Time = time.Now()
+	log = log.With("mac", rep.MAC.String(), "host", rep.Host, "digest", rep.Digest, "bootid", rep.BootID)
+	status := "logged" // nowhere to record it: the log line is all there is
+	if s.Recorder != nil {
+		if err := s.Recorder.RecordReport(r.Context(), rep); err != nil {
+			log.Error("record report", "err", err)
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "report not recorded"})
+			return
+		}
+		status = "recorded"
+	}
+	log.Info("report received")
+	s.emit(Event{Kind: EventReport, Time: rep.Time, MAC: rep.MAC, Host: rep.Host, Digest: rep.Digest,
+		BootID: rep.BootID, RemoteAddr: rep.RemoteAddr, Status: http.StatusOK})
+	writeJSON(w, http.StatusOK, map[string]string{"status": status})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,280 @@
+// Package ipxe renders the per-host iPXE scripts phoenix serves: boot an
+// image, boot from the local disk, refuse an unknown MAC, or explain an error.
+//
+// Every value substituted into a script goes through a template func that
+// validates or formats it, because iPXE gives meaning to many characters a
+// host name, command line or URL could carry: whitespace splits arguments,
+// "${...}" expands settings, a word starting with '#' starts a comment, the
+// words "||", "&&" and ";" chain commands, a leading '-' is an option, and a
+// newline starts a new command. A value that does not fit its grammar fails
+// the render; only free text for echo lines is rewritten instead (see
+// RenderError). A failed render writes nothing, so a half script never runs.
+//
+// The package does not decide what a host boots (that is boot/httpboot and
+// the fleet) and does not fetch anything; the templates live in package assets.
+package ipxe
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"text/template"
+
+	"github.com/phoenixboot/phoenix/assets"
+)
+
+// BootParams is everything the boot script needs. The server fills it in from
+// its hosts and images; the renderer trusts none of it.
+type BootParams struct {
+	Host        string           // host name from the hosts file
+	MAC         net.HardwareAddr // the MAC that asked
+	ImageRef    string           // NAME:VERSION
+	ImageDigest string           // manifest digest, sha256:<64 hex>
+	KernelURL   string           // absolute http(s) URL of the kernel
+	InitrdURL   string           // absolute http(s) URL of the initrd
+	// Cmdline is the image's kernel command line (from its manifest),
+	// appended word by word after validation.
+	Cmdline string
+	// Params are the phoenix.* kernel parameters added by the server,
+	// rendered after Cmdline as key=value, sorted by key so that the same
+	// inputs always give the same script.
+	Params map[string]string
+}
+
+// Grammars of the values that may reach a script. None of them admits
+// whitespace, '$', '{', '}', '#', '|', '&', ';', quotes or backslashes.
+var (
+	hostRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
+	refRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$`)
+	digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+	// wordRE is one kernel command line word (or parameter value): the
+	// characters Linux command lines use in practice, minus quotes, which
+	// iPXE would pass through literally and Linux would then interpret.
+	wordRE     = regexp.MustCompile(`^[A-Za-z0-9._,:/=+@%~^!*\[\]-]*$`)
+	paramKeyRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$`)
+	urlRE      = regexp.MustCompile(`^[A-Za-z0-9._~:/?=%+,@!*\[\]-]+$`)
+)
+
+const (
+	maxURLLen     = 2048
+	maxCmdlineLen = 4096 // Linux's COMMAND_LINE_SIZE on x86 is 2048; leave room for params, fail beyond
+	maxTextLen    = 400
+)
+
+// CheckHost reports whether name may be used as a host name in a script:
+// 1-253 of [A-Za-z0-9._-], starting with a letter or digit (so that it can
+// never be read as an option).
+func CheckHost(name string) error {
+	if !hostRE.MatchString(name) {
+		return fmt.Errorf("bad host name %q: want 1-253 of [A-Za-z0-9._-], starting with [A-Za-z0-9]", name)
+	}
+	return nil
+}
+
+func fmtHost(name string) (string, error) {
+	if err := CheckHost(name); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// fmtMAC formats a parsed hardware address; String only ever emits hex digits
+// and colons, so only the length needs checking.
+func fmtMAC(mac net.HardwareAddr) (string, error) {
+	if len(mac) == 0 || len(mac) > 20 {
+		return "", fmt.Errorf("bad mac %q: want 1-20 bytes", mac.String())
+	}
+	return mac.String(), nil
+}
+
+func fmtRef(ref string) (string, error) {
+	if !refRE.MatchString(ref) {
+		return "", fmt.Errorf("bad image ref %q", ref)
+	}
+	return ref, nil
+}
+
+func fmtDigest(d string) (string, error) {
+	if !digestRE.MatchString(d) {
+		return "", fmt.Errorf("bad digest %q: want sha256:<64 lowercase hex digits>", d)
+	}
+	return d, nil
+}
+
+// fmtURL accepts only absolute http(s) URLs without credentials or fragment
+// whose every character is inert to iPXE's parser.
+func fmtURL(s string) (string, error) {
+	if len(s) > maxURLLen || !urlRE.MatchString(s) {
+		return "", fmt.Errorf("bad url %q: characters outside [A-Za-z0-9._~:/?=%%+,@!*[]-]", s)
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("bad url %q: %w", s, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("bad url %q: want http or https", s)
+	}
+	if u.Host == "" || u.User != nil || u.Opaque != "" {
+		return "", fmt.Errorf("bad url %q: want scheme://host/path without credentials", s)
+	}
+	return s, nil
+}
+
+// fmtCmdline validates the image's command line word by word and returns it
+// with a leading space (or empty), ready to follow "initrd=initrd". Words are
+// separated by spaces only: a tab or newline is an error, not a separator,
+// so a line break in a manifest can never start a new iPXE command.
+func fmtCmdline(cmdline string) (string, error) {
+	if len(cmdline) > maxCmdlineLen {
+		return "", fmt.Errorf("bad command line: %d bytes, want at most %d", len(cmdline), maxCmdlineLen)
+	}
+	var b strings.Builder
+	for _, w := range strings.Split(cmdline, " ") {
+		if w == "" {
+			continue
+		}
+		if err := checkWord(w); err != nil {
+			return "", fmt.Errorf("bad command line: %w", err)
+		}
+		b.WriteByte(' ')
+		b.WriteString(w)
+	}
+	return b.String(), nil
+}
+
+func checkWord(w string) error {
+	if !wordRE.MatchString(w) {
+		return fmt.Errorf("word %q: characters outside [A-Za-z0-9._,:/=+@%%~^!*[]-]", w)
+	}
+	// iPXE's getopt stops at the first non-option, and the kernel URL comes
+	// first, so a leading '-' is harmless today; refusing it keeps that true
+	// if the template ever changes.
+	if strings.HasPrefix(w, "-") {
+		return fmt.Errorf("word %q: must not start with '-'", w)
+	}
+	return nil
+}
+
+// fmtParams renders params as " key=value" pairs sorted by key.
+func fmtParams(params map[string]string) (string, error) {
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		if !paramKeyRE.MatchString(k) {
+			return "", fmt.Errorf("bad kernel parameter name %q", k)
+		}
+		w := k + "=" + params[k]
+		if err := checkWord(w); err != nil {
+			return "", fmt.Errorf("bad kernel parameter %s: %w", k, err)
+		}
+		b.WriteByte(' ')
+		b.WriteString(w)
+	}
+	if b.Len() > maxCmdlineLen {
+		return "", fmt.Errorf("bad kernel parameters: %d bytes, want at most %d", b.Len(), maxCmdlineLen)
+	}
+	return b.String(), nil
+}
+
+// SafeText rewrites free text (an error message, say) so that it can follow
+// "echo phoenix: " on one script line: every character outside
+// [A-Za-z0-9 .,:/_=+@()-] becomes '?', and the result is cut to 400 bytes.
+// Text is rewritten rather than refused because it is only ever displayed.
+func SafeText(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if b.Len() >= maxTextLen {
+			b.WriteString("...")
+			break
+		}
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9',
+			strings.ContainsRune(" .,:/_=+@()-", r):
+			b.WriteRune(r)
+		default:
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
+}
+
+// retries are the waits, in seconds, before each fetch attempt.
+func retries() []int { return []int{0, 2, 5} }
+
+// funcs are the only way a template may print a value: each validates (or,
+// for text, rewrites) its input. TestTemplatesOnlyPrintThroughFuncs checks
+// that the templates print nothing else.
+var funcs = template.FuncMap{
+	"host":    fmtHost,
+	"mac":     fmtMAC,
+	"ref":     fmtRef,
+	"digest":  fmtDigest,
+	"url":     fmtURL,
+	"cmdline": fmtCmdline,
+	"params":  fmtParams,
+	"text":    SafeText,
+	"retries": retries,
+}
+
+var templates = template.Must(template.New("").
+	Funcs(funcs).
+	Option("missingkey=error").
+	ParseFS(assets.IPXE, "ipxe/*.tmpl"))
+
+// render executes one template into a buffer and copies it to w only when
+// the whole script rendered.
+func render(w io.Writer, name string, data any) error {
+	var buf bytes.Buffer
+	if err := templates.ExecuteTemplate(&buf, name, data); err != nil {
+		var execErr template.ExecError
+		if errors.As(err, &execErr) && errors.Unwrap(execErr.Err) != nil {
+			// Strip text/template's position prefix: the caller wants the
+			// validation error, which names the offending value.
+			err = errors.Unwrap(execErr.Err)
+		}
+		return fmt.Errorf("render %s: %w", name, err)
+	}
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+// RenderBoot writes the script that boots p's image: fetch the kernel with
+// p's command line and parameters (retrying twice), fetch the initrd under
+// the name "initrd" (which 2019 iPXE on UEFI needs on the command line as
+// initrd=initrd), and boot. If a fetch fails for good, the script exits so
+// that the firmware tries its next boot device.
+func RenderBoot(w io.Writer, p BootParams) error {
+	return render(w, "boot.ipxe.tmpl", p)
+}
+
+// RenderUnknown writes the script for a MAC phoenix has no host for: it
+// names the MAC, says how to register it and exits without booting anything.
+func RenderUnknown(w io.Writer, mac net.HardwareAddr, serverURL string) error {
+	return render(w, "unknown.ipxe.tmpl", struct {
+		MAC       net.HardwareAddr
+		ServerURL string
+	}{mac, serverURL})
+}
+
+// RenderLocal writes the script for a known host that should boot from its
+// local disk: it says so and exits to the firmware's next boot device.
+func RenderLocal(w io.Writer, host string) error {
+	return render(w, "localboot.ipxe.tmpl", struct{ Host string }{host})
+}
+
+// RenderError writes a script that echoes msg (through SafeText) and exits
+// with an error, for requests the server cannot build a boot script for. It
+// never falls back to another image.
+func RenderError(w io.Writer, msg string) error {
+	return render(w, "error.ipxe.tmpl", struct{ Message string }{msg})
+}

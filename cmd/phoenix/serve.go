@@ -1,0 +1,354 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+	"gopkg.in/yaml.v3"
+
+	"github.com/phoenixboot/phoenix/boot/dhcp"
+	"github.com/phoenixboot/phoenix/boot/httpboot"
+	"github.com/phoenixboot/phoenix/boot/ra"
+	"github.com/phoenixboot/phoenix/boot/tftp"
+	"github.com/phoenixboot/phoenix/fleet"
+	"github.com/phoenixboot/phoenix/images"
+)
+
+// Boot file names looked up in --ipxe-dir. Debian's ipxe package ships the
+// first two; an ARM64 iPXE is served when the operator adds one.
+const (
+	biosBootFile  = "undionly.kpxe"
+	efi64BootFile = "ipxe.efi"
+	arm64BootFile = "ipxe-arm64.efi"
+)
+
+// serveOptions are serve's flags; a --config YAML file may set any of them
+// by flag name, and flags given on the command line win.
+type serveOptions struct {
+	config           string
+	state            string
+	stateAllowShared bool
+	iface            string
+	serverIP         string
+	dhcpMode         string
+	dhcpRange        string
+	netmask          string
+	router           string
+	dns              []string
+	leaseTime        time.Duration
+	reservations     []string
+	httpAddr         string
+	tftpAddr         string
+	ipxeDir          string
+	hostsFile        string
+	routerAdvert     bool
+}
+
+func newServeCmd() *cobra.Command {
+	var o serveOptions
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the boot server (DHCP, TFTP, HTTP) on a state volume",
+		Example: `  phoenix serve --state /var/lib/phoenix --interface eth1 --dhcp-range 10.0.0.100-10.0.0.200 --hosts hosts.yaml
+  phoenix serve --config /etc/phoenix/serve.yaml`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.config != "" {
+				if err := applyConfigFile(cmd.Flags(), o.config); err != nil {
+					return err
+				}
+			}
+			return serve(cmd.Context(), logger(cmd), o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.config, "config", "", "YAML file whose keys are serve's flag names (flags on the command line win)")
+	f.StringVar(&o.state, "state", "", "state directory: must be its own mount point (required)")
+	f.BoolVar(&o.stateAllowShared, "state-allow-shared", false, "allow a state directory that is not a mount point (labs and tests only)")
+	f.StringVar(&o.iface, "interface", "", "boot network interface to bind DHCP to (and take --server-ip from)")
+	f.StringVar(&o.serverIP, "server-ip", "", "address hosts reach phoenix at (default: the interface's first IPv4 address)")
+	f.StringVar(&o.dhcpMode, "dhcp", "full", "DHCP mode: full (hand out addresses), proxy (boot info beside another DHCP server), off")
+	f.StringVar(&o.dhcpRange, "dhcp-range", "", "full mode: address pool FIRST-LAST")
+	f.StringVar(&o.netmask, "netmask", "", "full mode: subnet mask (default: the interface's)")
+	f.StringVar(&o.router, "router", "", "full mode: default gateway to hand out (option 3)")
+	f.StringSliceVar(&o.dns, "dns", nil, "full mode: DNS servers to hand out (option 6)")
+	f.DurationVar(&o.leaseTime, "lease-time", time.Hour, "full mode: lease time")
+	f.StringSliceVar(&o.reservations, "reserve", nil, "full mode: static reservation MAC=IP (repeatable)")
+	f.StringVar(&o.httpAddr, "http-addr", ":80", "HTTP listen address (iPXE scripts, artifacts, API)")
+	f.StringVar(&o.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
+	f.StringVar(&o.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "directory holding undionly.kpxe and ipxe.efi (Debian package ipxe)")
+	f.StringVar(&o.hostsFile, "hosts", "", "hosts file (YAML: name, macs, image NAME:VERSION)")
+	f.BoolVar(&o.routerAdvert, "router-advert", false, "send IPv6 router advertisements (lifetime 0) on --interface so iPXE skips its ~13 s IPv6 wait")
+	return cmd
+}
+
+// applyConfigFile sets every flag named in the YAML file at path that was not
+// given on the command line. Unknown keys are an error, so typos surface.
+func applyConfigFile(fs *pflag.FlagSet, path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	var kv map[string]any
+	if err := yaml.Unmarshal(data, &kv); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	keys := make([]string, 0, len(kv))
+	for k := range kv {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		fl := fs.Lookup(k)
+		if fl == nil || k == "config" {
+			return fmt.Errorf("config %s: unknown key %q (keys are serve's flag names)", path, k)
+		}
+		if fl.Changed {
+			continue
+		}
+		var val string
+		switch v := kv[k].(type) {
+		case []any:
+			parts := make([]string, len(v))
+			for i, p := range v {
+				parts[i] = fmt.Sprint(p)
+			}
+			val = strings.Join(parts, ",")
+		default:
+			val = fmt.Sprint(v)
+		}
+		if err := fs.Set(k, val); err != nil {
+			return fmt.Errorf("config %s: %s: %w", path, k, err)
+		}
+	}
+	return nil
+}
+
+// serve opens the state volume, then runs every service until ctx is done
+// or one of them fails.
+func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
+	if o.state == "" {
+		return errors.New("serve: --state DIR is required (a dedicated mounted volume)")
+	}
+	st, err := fleet.OpenState(o.state, o.stateAllowShared, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	store, err := images.Open(st.Join("images"), st.Join("tmp"))
+	if err != nil {
+		return err
+	}
+	db, err := fleet.OpenStore(st.Join("phoenix.db"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	hosts, err := fleet.NewHosts(nil)
+	if err != nil {
+		return err
+	}
+	if o.hostsFile != "" {
+		if hosts, err = fleet.LoadHosts(o.hostsFile); err != nil {
+			return err
+		}
+	}
+	bootFiles, err := tftp.ResolveFiles(o.ipxeDir, []string{biosBootFile, efi64BootFile}, []string{"snponly.efi", arm64BootFile})
+	if err != nil {
+		return err
+	}
+
+	serverIP, ifNet, err := serverAddress(o.iface, o.serverIP)
+	if err != nil {
+		return err
+	}
+	httpLn, err := net.Listen("tcp", o.httpAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w (is another web server running? pass --http-addr)", err)
+	}
+	httpPort := httpLn.Addr().(*net.TCPAddr).Port
+	baseURL := "http://" + serverIP.String()
+	if httpPort != 80 {
+		baseURL += ":" + strconv.Itoa(httpPort)
+	}
+	tftpConn, err := tftp.Listen(ctx, o.tftpAddr)
+	if err != nil {
+		httpLn.Close()
+		return fmt.Errorf("tftp: %w (is another TFTP server running? pass --tftp-addr)", err)
+	}
+
+	g, ctx := errgroup.WithContext(ctx)
+	bootSrv := &httpboot.Server{Hosts: hosts, Images: store, Recorder: db, BaseURL: baseURL, Log: log.With("svc", "http")}
+	api := &fleet.API{Hosts: hosts, Images: store, Store: db, Log: log.With("svc", "api")}
+	mux := http.NewServeMux()
+	api.Register(mux)
+	// UEFI HTTP boot clients fetch the iPXE binary itself over HTTP.
+	mux.HandleFunc("GET /ipxe/{file}", func(w http.ResponseWriter, r *http.Request) {
+		path, ok := bootFiles[r.PathValue("file")]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		http.ServeFile(w, r, path)
+	})
+	mux.Handle("/", bootSrv.Handler())
+	g.Go(func() error { return serveHTTP(ctx, httpLn, mux) })
+
+	tftpSrv := &tftp.Server{Files: bootFiles, Log: log.With("svc", "tftp")}
+	g.Go(func() error { return tftpSrv.Serve(ctx, tftpConn) })
+
+	if o.dhcpMode != "off" {
+		cfg, err := dhcpConfig(o, serverIP, ifNet, baseURL)
+		if err != nil {
+			return err
+		}
+		if _, ok := bootFiles[arm64BootFile]; ok {
+			cfg.ARM64BootFile = arm64BootFile
+		}
+		dsrv := &dhcp.Server{Config: cfg, Leases: db, Log: log.With("svc", "dhcp")}
+		addrs := []string{":67"}
+		if cfg.Mode == dhcp.ModeProxy {
+			addrs = append(addrs, ":4011")
+		}
+		for _, a := range addrs {
+			conn, err := dhcp.Listen(o.iface, a)
+			if err != nil {
+				return fmt.Errorf("dhcp %s: %w (is another DHCP server running here? use --dhcp proxy or off)", a, err)
+			}
+			g.Go(func() error { return dsrv.Serve(ctx, conn) })
+		}
+	}
+	if o.routerAdvert {
+		if o.iface == "" {
+			return errors.New("--router-advert needs --interface")
+		}
+		s := &ra.Sender{Interface: o.iface, Log: log.With("svc", "ra")}
+		g.Go(func() error { return s.Run(ctx) })
+	}
+	log.Info("phoenix serving", "state", st.Path, "url", baseURL, "dhcp", o.dhcpMode, "interface", o.iface, "ipxe_dir", o.ipxeDir)
+	return g.Wait()
+}
+
+// serveHTTP runs mux on ln until ctx is done, then shuts down with a fresh
+// deadline so in-flight downloads get a chance to finish.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// serverAddress decides the address hosts reach phoenix at, and the subnet
+// of the boot interface when one is named.
+func serverAddress(iface, explicit string) (net.IP, *net.IPNet, error) {
+	var ifNet *net.IPNet
+	if iface != "" {
+		ifi, err := net.InterfaceByName(iface)
+		if err != nil {
+			return nil, nil, fmt.Errorf("interface %s: %w", iface, err)
+		}
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			return nil, nil, fmt.Errorf("interface %s: %w", iface, err)
+		}
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+				ifNet = &net.IPNet{IP: n.IP.To4(), Mask: n.Mask}
+				break
+			}
+		}
+	}
+	if explicit != "" {
+		ip := net.ParseIP(explicit).To4()
+		if ip == nil {
+			return nil, nil, fmt.Errorf("--server-ip %q is not an IPv4 address", explicit)
+		}
+		return ip, ifNet, nil
+	}
+	if ifNet == nil {
+		return nil, nil, errors.New("cannot tell which address hosts reach phoenix at: pass --interface (with an IPv4 address) or --server-ip")
+	}
+	return ifNet.IP, ifNet, nil
+}
+
+// dhcpConfig turns serve's flags into the DHCP server's configuration.
+func dhcpConfig(o serveOptions, serverIP net.IP, ifNet *net.IPNet, baseURL string) (dhcp.Config, error) {
+	cfg := dhcp.Config{
+		ServerIP:      serverIP,
+		BIOSBootFile:  biosBootFile,
+		EFI64BootFile: efi64BootFile,
+		LeaseTime:     o.leaseTime,
+		ScriptURL:     baseURL + "/boot.ipxe?mac=${net0/mac}",
+		HTTPBootURL:   baseURL + "/ipxe/ipxe.efi",
+	}
+	switch o.dhcpMode {
+	case "proxy":
+		cfg.Mode = dhcp.ModeProxy
+		return cfg, nil
+	case "full":
+		cfg.Mode = dhcp.ModeFull
+	default:
+		return cfg, fmt.Errorf("--dhcp %q: want full, proxy or off", o.dhcpMode)
+	}
+	first, last, ok := strings.Cut(o.dhcpRange, "-")
+	cfg.PoolStart, cfg.PoolEnd = net.ParseIP(strings.TrimSpace(first)).To4(), net.ParseIP(strings.TrimSpace(last)).To4()
+	if !ok || cfg.PoolStart == nil || cfg.PoolEnd == nil {
+		return cfg, fmt.Errorf("--dhcp-range %q: want FIRST-LAST IPv4 addresses (or --dhcp proxy beside an existing DHCP server)", o.dhcpRange)
+	}
+	switch {
+	case o.netmask != "":
+		m := net.ParseIP(o.netmask).To4()
+		if m == nil {
+			return cfg, fmt.Errorf("--netmask %q is not a mask", o.netmask)
+		}
+		cfg.Netmask = net.IPMask(m)
+	case ifNet != nil:
+		cfg.Netmask = ifNet.Mask
+	default:
+		return cfg, errors.New("--netmask is needed when no --interface is given")
+	}
+	if o.router != "" {
+		if cfg.Router = net.ParseIP(o.router).To4(); cfg.Router == nil {
+			return cfg, fmt.Errorf("--router %q is not an IPv4 address", o.router)
+		}
+	}
+	for _, d := range o.dns {
+		ip := net.ParseIP(d).To4()
+		if ip == nil {
+			return cfg, fmt.Errorf("--dns %q is not an IPv4 address", d)
+		}
+		cfg.DNS = append(cfg.DNS, ip)
+	}
+	if len(o.reservations) > 0 {
+		cfg.Reservations = map[string]net.IP{}
+	}
+	for _, r := range o.reservations {
+		m, a, _ := strings.Cut(r, "=")
+		mac, err := net.ParseMAC(m)
+		ip := net.ParseIP(a).To4()
+		if err != nil || ip == nil {
+			return cfg, fmt.Errorf("--reserve %q: want MAC=IPv4", r)
+		}
+		cfg.Reservations[mac.String()] = ip
+	}
+	return cfg, nil
+}

@@ -1,0 +1,148 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phoenixboot/phoenix/boot/dhcp"
+	"github.com/phoenixboot/phoenix/boot/httpboot"
+)
+
+func TestParseHosts(t *testing.T) {
+	tests := []struct {
+		name, yaml string
+		wantErr    []string
+	}{
+		{"ok", "hosts:\n- name: a\n  macs: [52:54:00:00:00:01]\n  image: demo:1\n", nil},
+		{"empty", "", nil},
+		{"dup mac", "hosts:\n- name: a\n  macs: [52:54:00:00:00:01]\n  image: demo:1\n- name: b\n  macs: [52-54-00-00-00-01]\n  image: demo:1\n", []string{"already belongs"}},
+		{"dup name and bad mac and image", "hosts:\n- name: a\n  macs: [zz]\n  image: demo\n- name: a\n  macs: [52:54:00:00:00:02]\n  image: x:1\n", []string{"bad mac", "not NAME:VERSION", "duplicate name"}},
+		{"bad name", "hosts:\n- name: 'a b'\n  macs: [52:54:00:00:00:01]\n  image: demo:1\n", []string{"name must match"}},
+		{"unknown key", "hosts:\n- name: a\n  mac: [52:54:00:00:00:01]\n", []string{"field mac not found"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseHosts([]byte(tt.yaml))
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("want error")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestHostsLookup(t *testing.T) {
+	h, err := ParseHosts([]byte("hosts:\n- name: a\n  macs: [52:54:00:AA:00:01, 52:54:00:aa:00:02]\n  image: demo:1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac, _ := net.ParseMAC("52:54:00:aa:00:02")
+	if name, img, ok := h.Lookup(mac); !ok || name != "a" || img != "demo:1" {
+		t.Fatalf("Lookup = %q %q %v", name, img, ok)
+	}
+	other, _ := net.ParseMAC("52:54:00:aa:00:03")
+	if _, _, ok := h.Lookup(other); ok {
+		t.Fatal("unknown MAC found")
+	}
+}
+
+func TestMountinfo(t *testing.T) {
+	info := `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
+40 22 0:35 / /srv/phoenix\040state rw,relatime shared:2 - ext4 /dev/vdb rw
+`
+	for dir, want := range map[string]bool{"/": true, "/srv/phoenix state": true, "/srv": false, "/srv/phoenix": false} {
+		got, err := mountinfoHas(strings.NewReader(info), dir)
+		if err != nil || got != want {
+			t.Errorf("mountinfoHas(%q) = %v, %v; want %v", dir, got, err, want)
+		}
+	}
+}
+
+func TestOpenState(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := OpenState(dir, false, nil); !errors.Is(err, ErrNotMount) {
+		t.Fatalf("not a mount: err = %v", err)
+	}
+	st, err := OpenState(dir, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenState(dir, true, nil); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second open: err = %v, want ErrLocked", err)
+	}
+	for _, sub := range []string{"images", "logs", "tmp", "LOCK"} {
+		if _, err := os.Stat(filepath.Join(dir, sub)); err != nil {
+			t.Error(err)
+		}
+	}
+	st.Close()
+	st2, err := OpenState(dir, true, nil)
+	if err != nil {
+		t.Fatalf("reopen after close: %v", err)
+	}
+	st2.Close()
+	if _, err := OpenState(filepath.Join(dir, "nope"), true, nil); err == nil {
+		t.Fatal("missing dir accepted")
+	}
+}
+
+func TestStorePersists(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "phoenix.db")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mac, _ := net.ParseMAC("52:54:00:00:00:07")
+	exp := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	if err := s.PutLease(dhcp.Lease{MAC: mac, IP: net.IPv4(10, 0, 0, 7).To4(), Expiry: exp}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.RecordReport(ctx, httpboot.Report{MAC: mac, Digest: "sha256:ab", Time: exp}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordDiscovered(ctx, mac, "10.0.0.7:1234"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	s, err = OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	leases, err := s.Leases()
+	if err != nil || len(leases) != 1 || !leases[0].IP.Equal(net.IPv4(10, 0, 0, 7)) || !leases[0].Expiry.Equal(exp) {
+		t.Fatalf("leases after reopen = %+v, %v", leases, err)
+	}
+	reps, err := s.Reports()
+	if err != nil || reps[mac.String()].Digest != "sha256:ab" {
+		t.Fatalf("reports = %+v, %v", reps, err)
+	}
+	d, err := s.DiscoveredMACs()
+	if err != nil || len(d) != 1 {
+		t.Fatalf("discovered = %+v, %v", d, err)
+	}
+	if err := s.DeleteLease(mac); err != nil {
+		t.Fatal(err)
+	}
+	if leases, _ := s.Leases(); len(leases) != 0 {
+		t.Fatalf("lease not deleted: %+v", leases)
+	}
+}

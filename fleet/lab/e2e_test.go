@@ -1,0 +1,178 @@
+package lab
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phoenixboot/phoenix/fleet"
+)
+
+// requireLab skips (or, under CI, fails) when the e2e test cannot run here.
+func requireLab(t *testing.T) (root string) {
+	t.Helper()
+	root, _ = filepath.Abs("../..")
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "not root (needs network namespaces and tap devices)")
+	}
+	for _, bin := range []string{"qemu-system-x86_64", "unshare", "ip", "dnsmasq"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin+" not installed")
+		}
+	}
+	for _, f := range []string{ovmfCode, "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/ipxe.efi",
+		filepath.Join(demoDir(root), "vmlinuz"), filepath.Join(demoDir(root), "initrd.img")} {
+		if _, err := os.Stat(f); err != nil {
+			missing = append(missing, f+" missing (make demo-image; Debian packages ovmf, ipxe)")
+		}
+	}
+	if len(missing) > 0 {
+		msg := "e2e cannot run: " + strings.Join(missing, "; ")
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg) // CI installs all of it: a skip there would hide a broken boot path
+		}
+		t.Skip(msg)
+	}
+	return root
+}
+
+func demoDir(root string) string {
+	if d := os.Getenv("PHOENIX_DEMO_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(root, "build", "demo")
+}
+
+// TestE2EBoot boots three QEMU VMs from phoenix with real firmware, in
+// parallel: SeaBIOS+iPXE and OVMF's own PXE against phoenix's full DHCP, and
+// SeaBIOS+iPXE against phoenix in proxy mode beside dnsmasq. Each must print
+// the demo image's report marker and phoenix must have recorded the digest it
+// served.
+func TestE2EBoot(t *testing.T) {
+	if !InPrivateNetns() {
+		root := requireLab(t)
+		bin := filepath.Join(t.TempDir(), "phoenix")
+		build := exec.Command("go", "build", "-o", bin, "./cmd/phoenix")
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("build phoenix: %v\n%s", err, out)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+		defer cancel()
+		// Re-run this test alone inside a private network namespace.
+		cmd, err := PrivateNetnsCmd(ctx, []string{os.Args[0], "-test.run=^TestE2EBoot$", "-test.v", "-test.timeout=8m"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, "PHOENIX_BIN="+bin, "PHOENIX_DEMO_DIR="+demoDir(root))
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("e2e in private namespace: %v", err)
+		}
+		return
+	}
+	e2eInNetns(t)
+}
+
+func e2eInNetns(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 7*time.Minute)
+	defer cancel()
+	demo := os.Getenv("PHOENIX_DEMO_DIR")
+	dir := t.TempDir()
+	// TCG boots are slow: give every VM the same generous deadline.
+	timeout := 4 * time.Minute
+	mk := func(name string, n Net, dhcp string, port int, hosts []fleet.Host) *Site {
+		d := filepath.Join(dir, name)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return &Site{
+			Name: name, Net: n, Phoenix: os.Getenv("PHOENIX_BIN"), Dir: d, DHCP: dhcp, HTTPPort: port,
+			Range: strings.TrimSuffix(n.IP(), ".1") + ".100-" + strings.TrimSuffix(n.IP(), ".1") + ".199",
+			ImageRef: "demo:1", Kernel: filepath.Join(demo, "vmlinuz"), Initrd: filepath.Join(demo, "initrd.img"),
+			Cmdline: "console=ttyS0 quiet", Hosts: hosts,
+		}
+	}
+	full := mk("full", Net{Bridge: "br0", CIDR: "10.99.0.1/24", Taps: []string{"tap0", "tap1"}}, "full", 8080, []fleet.Host{
+		{Name: "bios1", MACs: []string{"52:54:00:99:00:01"}, Image: "demo:1"},
+		{Name: "uefi1", MACs: []string{"52:54:00:99:00:02"}, Image: "demo:1"},
+	})
+	proxy := mk("proxy", Net{Bridge: "br1", CIDR: "10.98.0.1/24", Taps: []string{"tap2"}}, "proxy", 8081, []fleet.Host{
+		{Name: "proxy1", MACs: []string{"52:54:00:98:00:01"}, Image: "demo:1"},
+	})
+	for _, s := range []*Site{full, proxy} {
+		if err := s.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Stop)
+	}
+	dns, err := StartDnsmasq(ctx, proxy.Dir, "br1", "10.98.0.2/24", "10.98.0.100", "10.98.0.199")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(dns.Stop)
+
+	type run struct {
+		site *Site
+		vms  []*VM
+	}
+	runs := []run{
+		{full, []*VM{
+			{Name: "bios1", MAC: "52:54:00:99:00:01", Tap: "tap0", Firmware: BIOS},
+			{Name: "uefi1", MAC: "52:54:00:99:00:02", Tap: "tap1", Firmware: UEFI},
+		}},
+		{proxy, []*VM{{Name: "proxy1", MAC: "52:54:00:98:00:01", Tap: "tap2", Firmware: BIOS}}},
+	}
+	resc := make(chan []Result, len(runs))
+	for _, r := range runs {
+		go func() { resc <- BootAll(ctx, r.site, r.vms, timeout, testWriter{t}) }()
+		for _, vm := range r.vms {
+			t.Cleanup(vm.Stop)
+		}
+	}
+	var all []Result
+	for range runs {
+		all = append(all, <-resc...)
+	}
+	for _, r := range all {
+		if r.Err != nil {
+			t.Errorf("%s (%s): %v", r.VM, r.Firmware, r.Err)
+			continue
+		}
+		t.Logf("BOOT %s (%s): QEMU start -> report %s, digest %s, state %s", r.VM, r.Firmware, r.Took.Round(100*time.Millisecond), r.Digest, r.State)
+	}
+	if t.Failed() {
+		for _, s := range []*Site{full, proxy} {
+			if b, err := os.ReadFile(filepath.Join(s.Dir, "phoenix.log")); err == nil {
+				t.Logf("phoenix %s log (tail):\n%s", s.Name, tail(string(b), 60))
+			}
+		}
+		for _, r := range runs {
+			for _, vm := range r.vms {
+				if b, err := os.ReadFile(vm.Serial); err == nil {
+					t.Logf("%s serial (tail):\n%s", vm.Name, tail(string(b), 40))
+				}
+			}
+		}
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// testWriter sends progress lines to the test log as they happen.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

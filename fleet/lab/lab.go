@@ -1,0 +1,323 @@
+// Package lab builds a throwaway QEMU lab: a bridge with tap devices inside a
+// private network namespace, a phoenix server bound to the bridge, and VMs
+// whose real firmware (SeaBIOS with iPXE, OVMF) netboots from it.
+//
+// It is what `phoenix lab` runs and what the end-to-end tests use. It is not
+// needed in production. Everything it creates lives in the caller's network
+// namespace, which must be private (see InPrivateNetns): the kernel removes
+// the bridge and taps when the last process in it exits.
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// NetnsEnv marks a process that was re-executed inside a private network
+// namespace by EnterPrivateNetns.
+const NetnsEnv = "PHOENIX_LAB_NETNS"
+
+// InPrivateNetns reports whether this process runs in a namespace that
+// EnterPrivateNetns made for it.
+func InPrivateNetns() bool { return os.Getenv(NetnsEnv) == "1" }
+
+// PrivateNetnsCmd returns a command that runs argv in a fresh, anonymous
+// network namespace (unshare --net). The kernel removes the namespace and
+// everything in it when the last process inside exits, so nothing leaks even
+// when the run is killed.
+func PrivateNetnsCmd(ctx context.Context, argv []string) (*exec.Cmd, error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the lab needs root (network namespaces, bridges, tap devices)")
+	}
+	if _, err := exec.LookPath("unshare"); err != nil {
+		return nil, errors.New("unshare not found (Debian package util-linux)")
+	}
+	cmd := exec.CommandContext(ctx, "unshare", append([]string{"--net", "--"}, argv...)...)
+	cmd.Env = append(os.Environ(), NetnsEnv+"=1")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	return cmd, nil
+}
+
+// Net is one lab network: a bridge with an address and some tap devices.
+type Net struct {
+	Bridge string // e.g. "br0"
+	CIDR   string // the server's address on the bridge, e.g. "10.99.0.1/24"
+	Taps   []string
+}
+
+// IP returns the bridge address without its prefix length.
+func (n Net) IP() string { ip, _, _ := strings.Cut(n.CIDR, "/"); return ip }
+
+// Setup creates the bridge and taps in the current namespace and brings
+// loopback up.
+func (n Net) Setup() error {
+	cmds := [][]string{
+		{"link", "set", "lo", "up"},
+		{"link", "add", n.Bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0"},
+		{"addr", "add", n.CIDR, "dev", n.Bridge},
+		{"link", "set", n.Bridge, "up"},
+	}
+	for _, t := range n.Taps {
+		cmds = append(cmds,
+			[]string{"tuntap", "add", "dev", t, "mode", "tap"},
+			[]string{"link", "set", t, "master", n.Bridge},
+			[]string{"link", "set", t, "up"})
+	}
+	for _, c := range cmds {
+		if out, err := exec.Command("ip", c...).CombinedOutput(); err != nil {
+			// lo may already be up; a second Setup in one namespace re-runs it.
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(c, " "), err, bytes.TrimSpace(out))
+		}
+	}
+	return nil
+}
+
+// Firmware of a VM.
+type Firmware string
+
+// Firmwares the lab can boot.
+const (
+	BIOS Firmware = "bios" // SeaBIOS; the NIC's option ROM (iPXE) does PXE
+	UEFI Firmware = "uefi" // OVMF with its own PXE stack (NIC ROM disabled)
+)
+
+// VM is one QEMU machine that boots from the network.
+type VM struct {
+	Name     string
+	MAC      string
+	Tap      string
+	Firmware Firmware
+	// Memory in MiB; default 512.
+	Memory int
+	// Serial is where the VM's serial console is copied (its log file).
+	Serial string
+
+	cmd     *exec.Cmd
+	started time.Time
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	done    chan struct{}
+}
+
+// OVMF paths from Debian's ovmf package.
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// Accel returns "kvm" only where KVM really works for these guests
+// (/dev/kvm writable and the CPU has vmx or svm), else "tcg".
+func Accel() string {
+	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
+	if err != nil {
+		return "tcg"
+	}
+	f.Close()
+	cpu, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "tcg"
+	}
+	for _, flag := range []string{" vmx", " svm"} {
+		if bytes.Contains(cpu, []byte(flag)) {
+			return "kvm"
+		}
+	}
+	return "tcg"
+}
+
+// Start launches the VM; workDir receives its UEFI variable store.
+func (v *VM) Start(ctx context.Context, workDir string) error {
+	mem := v.Memory
+	if mem == 0 {
+		mem = 512
+	}
+	args := []string{
+		"-accel", Accel(), "-m", fmt.Sprint(mem), "-smp", "1",
+		"-nodefaults", "-nographic", "-serial", "stdio", "-monitor", "none",
+		"-boot", "n",
+		"-netdev", "tap,id=n0,ifname=" + v.Tap + ",script=no,downscript=no",
+	}
+	nic := "virtio-net-pci,netdev=n0,mac=" + v.MAC + ",bootindex=1"
+	if v.Firmware == UEFI {
+		vars := filepath.Join(workDir, v.Name+"-OVMF_VARS.fd")
+		data, err := os.ReadFile(ovmfVars)
+		if err != nil {
+			return fmt.Errorf("vm %s: %w (Debian package ovmf)", v.Name, err)
+		}
+		if err := os.WriteFile(vars, data, 0o600); err != nil {
+			return fmt.Errorf("vm %s: %w", v.Name, err)
+		}
+		args = append(args,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+		// An empty romfile leaves PXE to the firmware's own network stack.
+		nic += ",romfile="
+	}
+	args = append(args, "-device", nic)
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return cmd.Process.Kill() }
+	var log io.Writer = io.Discard
+	if v.Serial != "" {
+		f, err := os.Create(v.Serial)
+		if err != nil {
+			return err
+		}
+		log = f
+	}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	v.done = make(chan struct{})
+	v.started = time.Now()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("vm %s: qemu: %w (Debian package qemu-system-x86)", v.Name, err)
+	}
+	v.cmd = cmd
+	go func() {
+		cmd.Wait()
+		pw.Close()
+	}()
+	go func() {
+		defer close(v.done)
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64*1024), 1024*1024)
+		for sc.Scan() {
+			line := sc.Text()
+			v.mu.Lock()
+			v.buf.WriteString(line + "\n")
+			v.mu.Unlock()
+			fmt.Fprintf(log, "%7.2fs %s\n", time.Since(v.started).Seconds(), line)
+		}
+		if c, ok := log.(io.Closer); ok {
+			c.Close()
+		}
+	}()
+	return nil
+}
+
+// WaitFor waits until the VM's serial output contains marker and returns
+// the line holding it and the time since Start.
+func (v *VM) WaitFor(ctx context.Context, marker string) (string, time.Duration, error) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		v.mu.Lock()
+		out := v.buf.String()
+		v.mu.Unlock()
+		if i := strings.Index(out, marker); i >= 0 {
+			line, _, _ := strings.Cut(out[i:], "\n")
+			return line, time.Since(v.started), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", time.Since(v.started), fmt.Errorf("vm %s: no %q on the serial console after %s (log: %s)", v.Name, marker, time.Since(v.started).Round(time.Second), v.Serial)
+		case <-v.done:
+			v.mu.Lock()
+			out = v.buf.String()
+			v.mu.Unlock()
+			if strings.Contains(out, marker) {
+				continue
+			}
+			return "", time.Since(v.started), fmt.Errorf("vm %s: qemu exited before %q (log: %s)", v.Name, marker, v.Serial)
+		case <-t.C:
+		}
+	}
+}
+
+// Stop kills the VM if it still runs.
+func (v *VM) Stop() {
+	if v.cmd != nil && v.cmd.Process != nil {
+		v.cmd.Process.Kill()
+		<-v.done
+	}
+}
+
+// Process is a background command whose output goes to a log file.
+type Process struct {
+	Name string
+	cmd  *exec.Cmd
+	done chan error
+}
+
+// StartProcess runs argv in the background with its output in logPath.
+// Pdeathsig makes the kernel kill it if the lab process dies first.
+func StartProcess(name, logPath string, argv ...string) (*Process, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	p := &Process{Name: name, cmd: cmd, done: make(chan error, 1)}
+	go func() { p.done <- cmd.Wait(); f.Close() }()
+	return p, nil
+}
+
+// PID returns the process ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Exited returns a channel that receives the exit error when the process ends.
+func (p *Process) Exited() <-chan error { return p.done }
+
+// Stop sends SIGTERM, waits up to 10 s, then kills.
+func (p *Process) Stop() {
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+	}
+}
+
+// WaitHTTP polls url until it answers 200 or ctx is done.
+func WaitHTTP(ctx context.Context, url string, exited <-chan error) error {
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not answer: %v", url, err)
+		case err := <-exited:
+			return fmt.Errorf("server exited before answering %s: %v", url, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// GetJSON fetches url and decodes its JSON body into v.
+func GetJSON(url string, v any) error {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}

@@ -1,0 +1,189 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/phoenixboot/phoenix/boot/dhcp"
+	"github.com/phoenixboot/phoenix/boot/httpboot"
+)
+
+// Bucket names in phoenix.db. Keys are lowercase colon MACs.
+var (
+	bucketLeases     = []byte("leases")
+	bucketReports    = []byte("reports")
+	bucketDiscovered = []byte("discovered")
+	bucketMeta       = []byte("meta")
+)
+
+// schemaVersion is stored in the meta bucket so later releases can migrate.
+const schemaVersion = "1"
+
+// Store is phoenix's embedded transactional state (bbolt): leases, reports
+// and discovered MACs. Every write is committed (fsynced) before the caller
+// is answered, so a killed server loses nothing it acknowledged.
+type Store struct {
+	db *bolt.DB
+}
+
+// OpenStore opens or creates the database at path.
+func OpenStore(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("state db %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketLeases, bucketReports, bucketDiscovered, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get([]byte("schema")); v != nil && string(v) != schemaVersion {
+			return fmt.Errorf("schema version %s is newer than this phoenix understands (%s)", v, schemaVersion)
+		}
+		return meta.Put([]byte("schema"), []byte(schemaVersion))
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state db %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+// leaseRecord is the stored form of a DHCP lease.
+type leaseRecord struct {
+	MAC      string    `json:"mac"`
+	IP       string    `json:"ip"`
+	Expiry   time.Time `json:"expiry"`
+	Hostname string    `json:"hostname,omitempty"`
+}
+
+// Leases returns every stored lease (dhcp.LeaseStore).
+func (s *Store) Leases() ([]dhcp.Lease, error) {
+	var out []dhcp.Lease
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLeases).ForEach(func(_, v []byte) error {
+			var r leaseRecord
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			mac, err := net.ParseMAC(r.MAC)
+			if err != nil {
+				return err
+			}
+			out = append(out, dhcp.Lease{MAC: mac, IP: net.ParseIP(r.IP).To4(), Expiry: r.Expiry, Hostname: r.Hostname})
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PutLease stores a lease durably (dhcp.LeaseStore).
+func (s *Store) PutLease(l dhcp.Lease) error {
+	v, err := json.Marshal(leaseRecord{MAC: l.MAC.String(), IP: l.IP.String(), Expiry: l.Expiry, Hostname: l.Hostname})
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLeases).Put([]byte(l.MAC.String()), v)
+	})
+}
+
+// DeleteLease forgets the lease of mac (dhcp.LeaseStore).
+func (s *Store) DeleteLease(mac net.HardwareAddr) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLeases).Delete([]byte(mac.String()))
+	})
+}
+
+// Report is a stored phone-home report.
+type Report struct {
+	MAC        string    `json:"mac"`
+	Host       string    `json:"host,omitempty"`
+	Digest     string    `json:"digest"`
+	BootID     string    `json:"boot_id,omitempty"`
+	RemoteAddr string    `json:"remote_addr,omitempty"`
+	Time       time.Time `json:"time"`
+}
+
+// RecordReport stores the latest report of a MAC (httpboot.Recorder).
+func (s *Store) RecordReport(_ context.Context, r httpboot.Report) error {
+	v, err := json.Marshal(Report{MAC: r.MAC.String(), Host: r.Host, Digest: r.Digest, BootID: r.BootID, RemoteAddr: r.RemoteAddr, Time: r.Time})
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketReports).Put([]byte(r.MAC.String()), v)
+	})
+}
+
+// Discovered is an unknown MAC that asked for a boot script.
+type Discovered struct {
+	MAC        string    `json:"mac"`
+	RemoteAddr string    `json:"remote_addr,omitempty"`
+	FirstSeen  time.Time `json:"first_seen"`
+	LastSeen   time.Time `json:"last_seen"`
+}
+
+// RecordDiscovered registers an unknown MAC (httpboot.Recorder).
+func (s *Store) RecordDiscovered(_ context.Context, mac net.HardwareAddr, remoteAddr string) error {
+	now := time.Now().UTC()
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDiscovered)
+		d := Discovered{MAC: mac.String(), RemoteAddr: remoteAddr, FirstSeen: now, LastSeen: now}
+		if old := b.Get([]byte(d.MAC)); old != nil {
+			var prev Discovered
+			if json.Unmarshal(old, &prev) == nil {
+				d.FirstSeen = prev.FirstSeen
+			}
+		}
+		v, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(d.MAC), v)
+	})
+}
+
+// Reports returns the latest report of every MAC, keyed by MAC.
+func (s *Store) Reports() (map[string]Report, error) {
+	out := map[string]Report{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketReports).ForEach(func(k, v []byte) error {
+			var r Report
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("report %s: %w", k, err)
+			}
+			out[string(k)] = r
+			return nil
+		})
+	})
+	return out, err
+}
+
+// DiscoveredMACs returns the unknown MACs seen, sorted by MAC.
+func (s *Store) DiscoveredMACs() ([]Discovered, error) {
+	out := []Discovered{}
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDiscovered).ForEach(func(k, v []byte) error {
+			var d Discovered
+			if err := json.Unmarshal(v, &d); err != nil {
+				return fmt.Errorf("discovered %s: %w", k, err)
+			}
+			out = append(out, d)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].MAC < out[j].MAC })
+	return out, err
+}

@@ -1,0 +1,55 @@
+package images
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// FuzzParseRef: refs arrive in API requests and host reports.
+func FuzzParseRef(f *testing.F) {
+	for _, s := range []string{"debian:12", "a:b:c", ":", "Debian:12", "n:../../x", "x:\x00"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, ref string) {
+		name, version, err := ParseRef(ref)
+		if err != nil {
+			return
+		}
+		if name+":"+version != ref {
+			t.Fatalf("ParseRef(%q) = %q, %q", ref, name, version)
+		}
+		for _, part := range []string{name, version} {
+			if strings.ContainsAny(part, "/\\:\x00") || part == "." || part == ".." {
+				t.Fatalf("ParseRef(%q) accepted unsafe part %q", ref, part)
+			}
+		}
+	})
+}
+
+// FuzzBlobPath: digests arrive in HTTP paths; no input may name a file
+// outside blobs/sha256.
+func FuzzBlobPath(f *testing.F) {
+	for _, s := range []string{
+		"sha256:" + strings.Repeat("ab", 32),
+		"sha256:../../etc",
+		"sha256:" + strings.Repeat("AB", 32),
+		"sha256:" + strings.Repeat("ab", 31) + "/.",
+	} {
+		f.Add(s)
+	}
+	s, _, _ := newStore(f)
+	blobs := filepath.Join(string(s.path), "blobs", "sha256") + string(filepath.Separator)
+	f.Fuzz(func(t *testing.T, digest string) {
+		p, err := s.BlobPath(digest)
+		if checkDigest(digest) == nil {
+			return // well-formed: found or ErrNotFound, both fine
+		}
+		if err == nil {
+			t.Fatalf("BlobPath(%q) = %q, accepted a malformed digest", digest, p)
+		}
+		if p != "" && !strings.HasPrefix(p, blobs) {
+			t.Fatalf("BlobPath(%q) = %q, outside %s", digest, p, blobs)
+		}
+	})
+}
