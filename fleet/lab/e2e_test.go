@@ -92,7 +92,7 @@ func e2eInNetns(t *testing.T) {
 		}
 		return &Site{
 			Name: name, Net: n, Phoenix: os.Getenv("PHOENIX_BIN"), Dir: d, DHCP: dhcp, HTTPPort: port,
-			Range: strings.TrimSuffix(n.IP(), ".1") + ".100-" + strings.TrimSuffix(n.IP(), ".1") + ".199",
+			Range:    strings.TrimSuffix(n.IP(), ".1") + ".100-" + strings.TrimSuffix(n.IP(), ".1") + ".199",
 			ImageRef: "demo:1", Kernel: filepath.Join(demo, "vmlinuz"), Initrd: filepath.Join(demo, "initrd.img"),
 			Cmdline: "console=ttyS0 quiet", Hosts: hosts,
 		}
