@@ -83,6 +83,9 @@ func e2eInNetns(t *testing.T) {
 	defer cancel()
 	demo := os.Getenv("PHOENIX_DEMO_DIR")
 	dir := t.TempDir()
+	if keep := os.Getenv("PHOENIX_E2E_DIR"); keep != "" {
+		dir = keep // logs and state stay for a post-mortem
+	}
 	// TCG boots are slow: give every VM the same generous deadline.
 	timeout := 4 * time.Minute
 	mk := func(name string, n Net, dhcp string, port int, hosts []fleet.Host) *Site {
