@@ -26,7 +26,9 @@ demo-image: ## build the demo image (Debian kernel + our initramfs) into build/d
 
 test: demo-image ## unit tests and the QEMU end-to-end boots (as root; they say why they skip otherwise)
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 18m ./...
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v /fleet/lab)
+	@echo "== end-to-end: QEMU VMs netboot from phoenix (boot times below)"
+	$(GO) test -count=1 -timeout 10m -v ./fleet/lab/
 
 unit: ## unit tests only (no root, no VMs)
 	$(GO) test -count=1 -short ./...

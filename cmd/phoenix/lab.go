@@ -35,7 +35,11 @@ created vanishes with it. Needs root, qemu-system-x86, ovmf and ipxe.`,
 				if err != nil {
 					return err
 				}
-				return c.Run()
+				err = c.Run()
+				if ctx.Err() != nil && c.ProcessState != nil && c.ProcessState.Success() {
+					return nil // Ctrl-C: the inner lab stopped cleanly
+				}
+				return err
 			}
 			if work == "" {
 				d, err := os.MkdirTemp("", "phoenix-lab-")
@@ -43,6 +47,8 @@ created vanishes with it. Needs root, qemu-system-x86, ovmf and ipxe.`,
 					return err
 				}
 				work = d
+				// A lab leaves nothing behind unless --work asked to keep it.
+				defer os.RemoveAll(d)
 			}
 			self, err := os.Executable()
 			if err != nil {
@@ -100,6 +106,7 @@ created vanishes with it. Needs root, qemu-system-x86, ovmf and ipxe.`,
 			}
 			fmt.Printf("lab: phoenix keeps serving; from another shell: nsenter -t %d -n %s host ls --server %s\nlab: Ctrl-C stops and removes everything.\n", os.Getpid(), self, site.URL())
 			<-ctx.Done()
+			fmt.Println("lab: stopping phoenix and the VMs; the network namespace goes with them")
 			return nil
 		},
 	}

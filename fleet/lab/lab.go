@@ -46,6 +46,9 @@ func PrivateNetnsCmd(ctx context.Context, argv []string) (*exec.Cmd, error) {
 		return nil, errors.New("unshare not found (Debian package util-linux)")
 	}
 	cmd := exec.CommandContext(ctx, "unshare", append([]string{"--net", "--"}, argv...)...)
+	// On cancel, let the inner process stop its servers and VMs itself.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 20 * time.Second
 	cmd.Env = append(os.Environ(), NetnsEnv+"=1")
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	return cmd, nil
