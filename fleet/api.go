@@ -109,9 +109,7 @@ func (a *API) fail(w http.ResponseWriter, err error) {
 	if a.Log != nil {
 		a.Log.Error("api", "err", err)
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusInternalServerError)
-	json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+	WriteError(w, http.StatusInternalServerError, err)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

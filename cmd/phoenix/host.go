@@ -3,11 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,7 +14,7 @@ import (
 
 func newHostCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "host", Short: "Show hosts: desired image versus what they report"}
-	cmd.PersistentFlags().String("server", envOr("PHOENIX_SERVER", "http://127.0.0.1"), "phoenix server URL (env PHOENIX_SERVER)")
+	addClientFlags(cmd)
 	cmd.AddCommand(newHostLsCmd())
 	return cmd
 }
@@ -28,23 +26,6 @@ func envOr(k, def string) string {
 	return def
 }
 
-// fetchHosts asks a running server for its hosts' status.
-func fetchHosts(server string) ([]fleet.HostStatus, error) {
-	c := &http.Client{Timeout: 10 * time.Second}
-	resp, err := c.Get(strings.TrimRight(server, "/") + "/api/v1/hosts")
-	if err != nil {
-		return nil, fmt.Errorf("server %s: %w", server, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("server %s: %s", server, resp.Status)
-	}
-	var out []fleet.HostStatus
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
-		return nil, fmt.Errorf("server %s: %w", server, err)
-	}
-	return out, nil
-}
 
 func newHostLsCmd() *cobra.Command {
 	var output string
@@ -53,9 +34,8 @@ func newHostLsCmd() *cobra.Command {
 		Short: "List hosts with their desired image and last report",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			server, _ := cmd.Flags().GetString("server")
-			list, err := fetchHosts(server)
-			if err != nil {
+			var list []fleet.HostStatus
+			if err := newClient(cmd).getJSON(cmd, "/api/v1/hosts", &list); err != nil {
 				return err
 			}
 			if output == "json" {

@@ -18,7 +18,8 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newServeCmd(), newImageCmd(), newHostCmd(), newLabCmd())
+	root.AddCommand(newServeCmd(), newImageCmd(), newHostCmd(), newLabCmd(), newTokenCmd(),
+		newBMCCmd(), newVBMCCmd(), newPlanCmd(), newApplyCmd(), newRolloutCmd())
 	return root
 }
 

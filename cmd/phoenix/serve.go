@@ -156,6 +156,10 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		return err
 	}
 	defer db.Close()
+	token, err := fleet.LoadOrCreateToken(st.Join(fleet.TokenFile))
+	if err != nil {
+		return err
+	}
 	hosts, err := fleet.NewHosts(nil)
 	if err != nil {
 		return err
@@ -192,8 +196,13 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	g, ctx := errgroup.WithContext(ctx)
 	bootSrv := &httpboot.Server{Hosts: hosts, Images: store, Recorder: db, BaseURL: baseURL, Log: log.With("svc", "http")}
 	api := &fleet.API{Hosts: hosts, Images: store, Store: db, Log: log.With("svc", "api")}
+	// The API: reads are open, changes need the token (fleet.RequireToken).
+	apiMux := http.NewServeMux()
+	api.Register(apiMux)
 	mux := http.NewServeMux()
-	api.Register(mux)
+	mux.Handle("/api/v1/", fleet.RequireToken(token, apiMux))
+	// Phone-home comes from hosts, which hold no token.
+	mux.Handle("POST /api/v1/report", bootSrv.Handler())
 	// UEFI HTTP boot clients fetch the iPXE binary itself over HTTP.
 	mux.HandleFunc("GET /ipxe/{file}", func(w http.ResponseWriter, r *http.Request) {
 		path, ok := bootFiles[r.PathValue("file")]
