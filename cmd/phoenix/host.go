@@ -26,7 +26,6 @@ func envOr(k, def string) string {
 	return def
 }
 
-
 func newHostLsCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
