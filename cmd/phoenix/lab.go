@@ -110,6 +110,7 @@ created vanishes with it. Needs root, qemu-system-x86, ovmf and ipxe.`,
 			return nil
 		},
 	}
+	cmd.AddCommand(newLabBenchCmd())
 	cmd.Flags().StringVar(&kernel, "kernel", "build/demo/vmlinuz", "demo kernel (make demo-image)")
 	cmd.Flags().StringVar(&initrd, "initrd", "build/demo/initrd.img", "demo initrd (make demo-image)")
 	cmd.Flags().StringVar(&work, "work", "", "work directory for state and logs (default: a new temp dir)")
