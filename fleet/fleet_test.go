@@ -65,8 +65,9 @@ func TestHostsLookup(t *testing.T) {
 func TestMountinfo(t *testing.T) {
 	info := `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
 40 22 0:35 / /srv/phoenix\040state rw,relatime shared:2 - ext4 /dev/vdb rw
+41 22 0:36 / /srv/tab\011 rw,relatime shared:3 - ext4 /dev/vdc rw
 `
-	for dir, want := range map[string]bool{"/": true, "/srv/phoenix state": true, "/srv": false, "/srv/phoenix": false} {
+	for dir, want := range map[string]bool{"/": true, "/srv/phoenix state": true, "/srv": false, "/srv/phoenix": false, "/srv/tab\t": true} {
 		got, err := mountinfoHas(strings.NewReader(info), dir)
 		if err != nil || got != want {
 			t.Errorf("mountinfoHas(%q) = %v, %v; want %v", dir, got, err, want)

@@ -132,7 +132,7 @@ func unescapeMountinfo(s string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
+		if s[i] == '\\' && i+4 <= len(s) {
 			var v byte
 			ok := true
 			for _, c := range s[i+1 : i+4] {

@@ -131,7 +131,7 @@ func (s *Server) init() (*state, error) {
 	if s.st != nil {
 		return s.st, nil
 	}
-	if err := s.Config.validate(); err != nil {
+	if err := s.Config.withDefaults().validate(); err != nil {
 		return nil, fmt.Errorf("dhcp config: %w", err)
 	}
 	st := &state{cfg: s.Config.withDefaults(), serverIP: s.Config.ServerIP.To4()}

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,6 +15,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
@@ -23,6 +28,7 @@ import (
 	"github.com/phoenixboot/phoenix/boot/ra"
 	"github.com/phoenixboot/phoenix/boot/tftp"
 	"github.com/phoenixboot/phoenix/fleet"
+	"github.com/phoenixboot/phoenix/fleet/timeline"
 	"github.com/phoenixboot/phoenix/images"
 )
 
@@ -54,6 +60,7 @@ type serveOptions struct {
 	ipxeDir          string
 	hostsFile        string
 	routerAdvert     bool
+	requireSigned    string
 }
 
 func newServeCmd() *cobra.Command {
@@ -90,6 +97,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
 	f.StringVar(&o.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "directory holding undionly.kpxe and ipxe.efi (Debian package ipxe)")
 	f.StringVar(&o.hostsFile, "hosts", "", "hosts file (YAML: name, macs, image NAME:VERSION)")
+	f.StringVar(&o.requireSigned, "require-signed", "", "minisign public key file: boot only image versions it has signed (others get an error script)")
 	f.BoolVar(&o.routerAdvert, "router-advert", false, "send IPv6 router advertisements (lifetime 0) on --interface so iPXE skips its ~13 s IPv6 wait")
 	return cmd
 }
@@ -136,8 +144,9 @@ func applyConfigFile(fs *pflag.FlagSet, path string) error {
 	return nil
 }
 
-// serve opens the state volume, then runs every service until ctx is done
-// or one of them fails.
+// serve opens the state volume, checks the whole configuration and opens
+// every socket, and only then runs the services until ctx is done or one of
+// them fails: a bad flag never leaves half a server running.
 func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if o.state == "" {
 		return errors.New("serve: --state DIR is required (a dedicated mounted volume)")
@@ -173,15 +182,26 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-
 	serverIP, ifNet, err := serverAddress(o.iface, o.serverIP)
 	if err != nil {
 		return err
 	}
+	if o.routerAdvert && o.iface == "" {
+		return errors.New("--router-advert needs --interface")
+	}
+
+	// Sockets: every one is open before any service starts.
+	var closers []io.Closer
+	defer func() {
+		for _, c := range closers {
+			c.Close() // no-op for sockets the services already closed
+		}
+	}()
 	httpLn, err := net.Listen("tcp", o.httpAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w (is another web server running? pass --http-addr)", err)
 	}
+	closers = append(closers, httpLn)
 	httpPort := httpLn.Addr().(*net.TCPAddr).Port
 	baseURL := "http://" + serverIP.String()
 	if httpPort != 80 {
@@ -189,20 +209,61 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	tftpConn, err := tftp.Listen(ctx, o.tftpAddr)
 	if err != nil {
-		httpLn.Close()
 		return fmt.Errorf("tftp: %w (is another TFTP server running? pass --tftp-addr)", err)
 	}
+	closers = append(closers, tftpConn)
+	var dhcpSrv *dhcp.Server
+	var dhcpConns []net.PacketConn
+	if o.dhcpMode != "off" {
+		cfg, err := dhcpConfig(o, serverIP, ifNet, baseURL)
+		if err != nil {
+			return err
+		}
+		if _, ok := bootFiles[arm64BootFile]; ok {
+			cfg.ARM64BootFile = arm64BootFile
+		}
+		dhcpSrv = &dhcp.Server{Config: cfg, Leases: db, Log: log.With("svc", "dhcp")}
+		addrs := []string{":67"}
+		if cfg.Mode == dhcp.ModeProxy {
+			addrs = append(addrs, ":4011")
+		}
+		for _, a := range addrs {
+			conn, err := dhcp.Listen(o.iface, a)
+			if err != nil {
+				return fmt.Errorf("dhcp %s: %w (is another DHCP server running here? use --dhcp proxy or off)", a, err)
+			}
+			closers = append(closers, conn)
+			dhcpConns = append(dhcpConns, conn)
+		}
+	}
 
-	g, ctx := errgroup.WithContext(ctx)
-	bootSrv := &httpboot.Server{Hosts: hosts, Images: store, Recorder: db, BaseURL: baseURL, Log: log.With("svc", "http")}
+	// Boot timelines and metrics watch every service's events.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	tl := timeline.New(store, reg)
+	bootSrv := &httpboot.Server{Hosts: hosts, Images: store, Recorder: db, BaseURL: baseURL, Log: log.With("svc", "http"), OnEvent: tl.HTTP}
+	tftpSrv := &tftp.Server{Files: bootFiles, Log: log.With("svc", "tftp"), OnTransfer: tl.TFTP}
 	api := &fleet.API{Hosts: hosts, Images: store, Store: db, Log: log.With("svc", "api")}
 	// The API: reads are open, changes need the token (fleet.RequireToken).
 	apiMux := http.NewServeMux()
 	api.Register(apiMux)
+	// The image store's API; Users (which hosts use a version) is the
+	// fleet's to fill in.
+	(&images.API{Store: store, Log: log.With("svc", "images")}).Register(apiMux)
+	apiMux.HandleFunc("GET /api/v1/boots/{mac}", func(w http.ResponseWriter, r *http.Request) {
+		mac, err := net.ParseMAC(r.PathValue("mac"))
+		if err != nil {
+			fleet.WriteError(w, http.StatusBadRequest, fmt.Errorf("mac %q: %w", r.PathValue("mac"), err))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(tl.Boots(mac))
+	})
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/", fleet.RequireToken(token, apiMux))
 	// Phone-home comes from hosts, which hold no token.
 	mux.Handle("POST /api/v1/report", bootSrv.Handler())
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// UEFI HTTP boot clients fetch the iPXE binary itself over HTTP.
 	mux.HandleFunc("GET /ipxe/{file}", func(w http.ResponseWriter, r *http.Request) {
 		path, ok := bootFiles[r.PathValue("file")]
@@ -213,36 +274,19 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		http.ServeFile(w, r, path)
 	})
 	mux.Handle("/", bootSrv.Handler())
-	g.Go(func() error { return serveHTTP(ctx, httpLn, mux) })
 
-	tftpSrv := &tftp.Server{Files: bootFiles, Log: log.With("svc", "tftp")}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(ctx, httpLn, mux, log) })
 	g.Go(func() error { return tftpSrv.Serve(ctx, tftpConn) })
-
-	if o.dhcpMode != "off" {
-		cfg, err := dhcpConfig(o, serverIP, ifNet, baseURL)
-		if err != nil {
-			return err
-		}
-		if _, ok := bootFiles[arm64BootFile]; ok {
-			cfg.ARM64BootFile = arm64BootFile
-		}
-		dsrv := &dhcp.Server{Config: cfg, Leases: db, Log: log.With("svc", "dhcp")}
-		addrs := []string{":67"}
-		if cfg.Mode == dhcp.ModeProxy {
-			addrs = append(addrs, ":4011")
-		}
-		for _, a := range addrs {
-			conn, err := dhcp.Listen(o.iface, a)
-			if err != nil {
-				return fmt.Errorf("dhcp %s: %w (is another DHCP server running here? use --dhcp proxy or off)", a, err)
-			}
-			g.Go(func() error { return dsrv.Serve(ctx, conn) })
+	if dhcpSrv != nil {
+		dhcpSrv.OnEvent = tl.DHCP
+		reg.MustRegister(statsCollector("phoenix_dhcp", "DHCP server", func() any { return dhcpSrv.Stats() }))
+		for _, conn := range dhcpConns {
+			g.Go(func() error { return dhcpSrv.Serve(ctx, conn) })
 		}
 	}
+	reg.MustRegister(statsCollector("phoenix_tftp", "TFTP server", func() any { return tftpSrv.Stats() }))
 	if o.routerAdvert {
-		if o.iface == "" {
-			return errors.New("--router-advert needs --interface")
-		}
 		s := &ra.Sender{Interface: o.iface, Log: log.With("svc", "ra")}
 		g.Go(func() error { return s.Run(ctx) })
 	}
@@ -250,10 +294,14 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	return g.Wait()
 }
 
-// serveHTTP runs mux on ln until ctx is done, then shuts down with a fresh
-// deadline so in-flight downloads get a chance to finish.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+// serveHTTP runs h on ln until ctx is done, then shuts down with a fresh
+// deadline so in-flight downloads get a chance to finish; downloads still
+// running after it are cut, which is a normal stop, not a failure.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{
+		Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -263,7 +311,11 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	return srv.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("http: downloads still running at shutdown were cut", "err", err)
+		srv.Close()
+	}
+	return nil
 }
 
 // serverAddress decides the address hosts reach phoenix at, and the subnet
@@ -306,7 +358,7 @@ func dhcpConfig(o serveOptions, serverIP net.IP, ifNet *net.IPNet, baseURL strin
 		BIOSBootFile:  biosBootFile,
 		EFI64BootFile: efi64BootFile,
 		LeaseTime:     o.leaseTime,
-		ScriptURL:     baseURL + "/boot.ipxe?mac=${net0/mac}",
+		ScriptURL:     baseURL + "/boot.ipxe?mac=${netX/mac}",
 		HTTPBootURL:   baseURL + "/ipxe/ipxe.efi",
 	}
 	switch o.dhcpMode {
@@ -315,6 +367,9 @@ func dhcpConfig(o serveOptions, serverIP net.IP, ifNet *net.IPNet, baseURL strin
 		return cfg, nil
 	case "full":
 		cfg.Mode = dhcp.ModeFull
+		if ifNet == nil {
+			return cfg, errors.New("--dhcp full needs --interface: handing out addresses on every network this machine is on would make phoenix a rogue DHCP server")
+		}
 	default:
 		return cfg, fmt.Errorf("--dhcp %q: want full, proxy or off", o.dhcpMode)
 	}
@@ -330,10 +385,14 @@ func dhcpConfig(o serveOptions, serverIP net.IP, ifNet *net.IPNet, baseURL strin
 			return cfg, fmt.Errorf("--netmask %q is not a mask", o.netmask)
 		}
 		cfg.Netmask = net.IPMask(m)
-	case ifNet != nil:
-		cfg.Netmask = ifNet.Mask
 	default:
-		return cfg, errors.New("--netmask is needed when no --interface is given")
+		cfg.Netmask = ifNet.Mask
+	}
+	subnet := &net.IPNet{IP: ifNet.IP.Mask(cfg.Netmask), Mask: cfg.Netmask}
+	for what, ip := range map[string]net.IP{"first pool address": cfg.PoolStart, "last pool address": cfg.PoolEnd, "--server-ip": serverIP} {
+		if !subnet.Contains(ip) {
+			return cfg, fmt.Errorf("%s %s is outside %s, the subnet of --interface %s", what, ip, subnet, o.iface)
+		}
 	}
 	if o.router != "" {
 		if cfg.Router = net.ParseIP(o.router).To4(); cfg.Router == nil {

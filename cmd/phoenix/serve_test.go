@@ -43,7 +43,7 @@ func TestDHCPConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	if cfg.Mode != dhcp.ModeFull || !cfg.PoolEnd.Equal(net.IPv4(10, 0, 0, 200)) || cfg.Netmask.String() != "ffffff00" ||
-		!cfg.Reservations["52:54:00:00:00:01"].Equal(net.IPv4(10, 0, 0, 5)) || cfg.ScriptURL != "http://10.0.0.1/boot.ipxe?mac=${net0/mac}" {
+		!cfg.Reservations["52:54:00:00:00:01"].Equal(net.IPv4(10, 0, 0, 5)) || cfg.ScriptURL != "http://10.0.0.1/boot.ipxe?mac=${netX/mac}" {
 		t.Errorf("cfg = %+v", cfg)
 	}
 	bad := []func(o *serveOptions){
@@ -52,6 +52,7 @@ func TestDHCPConfig(t *testing.T) {
 		func(o *serveOptions) { o.reservations = []string{"zz=10.0.0.5"} },
 		func(o *serveOptions) { o.dns = []string{"dns.example"} },
 		func(o *serveOptions) { o.router = "x" },
+		func(o *serveOptions) { o.dhcpRange = "10.0.1.100-10.0.1.200" }, // outside the interface's subnet
 	}
 	for i, f := range bad {
 		o := base
@@ -60,7 +61,18 @@ func TestDHCPConfig(t *testing.T) {
 			t.Errorf("bad option %d accepted", i)
 		}
 	}
+	if _, err := dhcpConfig(base, ifNet.IP, nil, "http://10.0.0.1"); err == nil || !strings.Contains(err.Error(), "needs --interface") {
+		t.Errorf("full mode without an interface: %v", err)
+	}
 	if cfg, err := dhcpConfig(serveOptions{dhcpMode: "proxy"}, ifNet.IP, nil, "http://x"); err != nil || cfg.Mode != dhcp.ModeProxy {
 		t.Errorf("proxy: %+v %v", cfg, err)
+	}
+}
+
+func TestSnake(t *testing.T) {
+	for in, want := range map[string]string{"ProxyOffers": "proxy_offers", "Acks": "acks", "Bytes": "bytes"} {
+		if got := snake(in); got != want {
+			t.Errorf("snake(%q) = %q", in, got)
+		}
 	}
 }

@@ -2,6 +2,9 @@ package lab
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,6 +151,38 @@ func e2eInNetns(t *testing.T) {
 		}
 		t.Logf("BOOT %s (%s): QEMU start -> report %s, digest %s, state %s", r.VM, r.Firmware, r.Took.Round(100*time.Millisecond), r.Digest, r.State)
 	}
+	// The boot timeline: every phase of every boot, as phoenix saw it.
+	for _, r := range runs {
+		for _, vm := range r.vms {
+			var boots []struct {
+				Steps []struct {
+					Phase string `json:"phase"`
+					After int64  `json:"after_ns"`
+				} `json:"steps"`
+			}
+			if err := GetJSON(r.site.URL()+"/api/v1/boots/"+vm.MAC, &boots); err != nil || len(boots) == 0 {
+				t.Errorf("%s: no boot timeline: %v", vm.Name, err)
+				continue
+			}
+			var line []string
+			for _, st := range boots[0].Steps {
+				line = append(line, fmt.Sprintf("%s@%.1fs", st.Phase, float64(st.After)/1e9))
+			}
+			t.Logf("TIMELINE %s: %s", vm.Name, strings.Join(line, " "))
+			if last := boots[0].Steps[len(boots[0].Steps)-1]; last.Phase != "report" {
+				t.Errorf("%s: timeline ends at %q, not report", vm.Name, last.Phase)
+			}
+		}
+	}
+	if resp, err := http.Get(full.URL() + "/metrics"); err != nil {
+		t.Error(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), `phoenix_boot_phase_seconds_count{phase="report"} 2`) {
+			t.Errorf("/metrics lacks the two reported boots:\n%s", grepLines(string(body), "phoenix_"))
+		}
+	}
 	if t.Failed() {
 		for _, s := range []*Site{full, proxy} {
 			if b, err := os.ReadFile(filepath.Join(s.Dir, "phoenix.log")); err == nil {
@@ -162,6 +197,16 @@ func e2eInNetns(t *testing.T) {
 			}
 		}
 	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func tail(s string, n int) string {

@@ -1,0 +1,337 @@
+// Package timeline follows each network boot through its phases — DHCP,
+// TFTP, iPXE script, kernel, initrd, report — from the events the boot
+// servers emit, keeps the last boots of every MAC for `phoenix host show`,
+// and exports the phase times as Prometheus histograms.
+//
+// It only listens: it never changes what a host boots. Events arrive from
+// several servers' goroutines; all methods are safe for concurrent use.
+package timeline
+
+import (
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/phoenixboot/phoenix/boot/dhcp"
+	"github.com/phoenixboot/phoenix/boot/httpboot"
+	"github.com/phoenixboot/phoenix/boot/tftp"
+	"github.com/phoenixboot/phoenix/images"
+)
+
+// Phases of a boot, in the order a healthy boot passes them.
+const (
+	PhaseDHCPOffer = "dhcp-offer"
+	PhaseDHCPAck   = "dhcp-ack"
+	PhaseTFTP      = "tftp"
+	PhaseScript    = "script"
+	PhaseKernel    = "kernel"
+	PhaseInitrd    = "initrd"
+	PhaseOSDHCP    = "os-dhcp" // the booted OS asked for an address again
+	PhaseReport    = "report"
+)
+
+// Step is one phase reached, at an offset from the boot's start.
+type Step struct {
+	Phase  string        `json:"phase"`
+	After  time.Duration `json:"after_ns"`
+	Detail string        `json:"detail,omitempty"`
+}
+
+// Boot is one network boot of one MAC.
+type Boot struct {
+	MAC    string    `json:"mac"`
+	Host   string    `json:"host,omitempty"`
+	IP     string    `json:"ip,omitempty"`
+	Start  time.Time `json:"start"`
+	Steps  []Step    `json:"steps"`
+	Digest string    `json:"digest,omitempty"` // the image digest served by the script
+	// Done is set by the report; Failed names the first failure seen.
+	Done   bool   `json:"done"`
+	Failed string `json:"failed,omitempty"`
+}
+
+// Took is the time from the boot's start to its last step.
+func (b Boot) Took() time.Duration {
+	if len(b.Steps) == 0 {
+		return 0
+	}
+	return b.Steps[len(b.Steps)-1].After
+}
+
+// ImageSource maps a served image digest to its artifacts, so blob fetches
+// can be named kernel or initrd (satisfied by *images.Store).
+type ImageSource interface {
+	Resolve(ref string) (images.Image, error)
+}
+
+// keep is how many past boots are kept per MAC.
+const keep = 10
+
+// stale is when a boot in progress is given up and a new DHCP offer starts
+// a new one.
+const stale = 15 * time.Minute
+
+// Timeline assembles boots from events. The zero value is not usable: call New.
+type Timeline struct {
+	images ImageSource
+	now    func() time.Time
+
+	mu     sync.Mutex
+	boots  map[string][]*Boot // by MAC, oldest first, the last one current
+	byIP   map[string]string  // IP → MAC, learnt from DHCP and scripts
+	blobs  map[string]string  // blob digest → role, learnt from served images
+	phase  *prometheus.HistogramVec
+	fails  *prometheus.CounterVec
+	boots_ prometheus.Counter
+}
+
+// New returns a Timeline that names blobs through imgs (may be nil) and
+// registers its metrics with reg (may be nil).
+func New(imgs ImageSource, reg prometheus.Registerer) *Timeline {
+	t := &Timeline{
+		images: imgs, now: time.Now,
+		boots: map[string][]*Boot{}, byIP: map[string]string{}, blobs: map[string]string{},
+		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "phoenix_boot_phase_seconds",
+			Help:    "Time from the start of a network boot (first DHCP offer) to each phase.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300},
+		}, []string{"phase"}),
+		fails: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "phoenix_boot_failures_total",
+			Help: "Boot failures seen by the boot servers, by reason.",
+		}, []string{"reason"}),
+		boots_: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "phoenix_boots_total",
+			Help: "Network boots started (first DHCP offer of a boot).",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(t.phase, t.fails, t.boots_)
+	}
+	return t
+}
+
+// current returns the boot in progress for mac, starting one if start is
+// true and there is none (or the last one is done or stale).
+func (t *Timeline) current(mac string, start bool) *Boot {
+	list := t.boots[mac]
+	now := t.now()
+	if n := len(list); n > 0 {
+		b := list[n-1]
+		if !b.Done && now.Sub(b.Start) < stale {
+			return b
+		}
+	}
+	if !start {
+		return nil
+	}
+	b := &Boot{MAC: mac, Start: now}
+	list = append(list, b)
+	if len(list) > keep {
+		list = list[len(list)-keep:]
+	}
+	t.boots[mac] = list
+	t.boots_.Inc()
+	return b
+}
+
+// step records phase on b (once per phase; repeats only update nothing).
+func (t *Timeline) step(b *Boot, phase, detail string) {
+	for _, s := range b.Steps {
+		if s.Phase == phase {
+			return
+		}
+	}
+	after := t.now().Sub(b.Start)
+	b.Steps = append(b.Steps, Step{Phase: phase, After: after, Detail: detail})
+	t.phase.WithLabelValues(phase).Observe(after.Seconds())
+}
+
+func (t *Timeline) fail(b *Boot, reason string) {
+	t.fails.WithLabelValues(reason).Inc()
+	if b != nil && b.Failed == "" {
+		b.Failed = reason
+	}
+}
+
+// reached reports whether b has passed phase.
+func reached(b *Boot, phase string) bool {
+	for _, s := range b.Steps {
+		if s.Phase == phase {
+			return true
+		}
+	}
+	return false
+}
+
+// DHCP takes a boot/dhcp event (dhcp.Server.OnEvent).
+func (t *Timeline) DHCP(e dhcp.Event) {
+	if e.MAC == nil {
+		if e.Kind == "drop" {
+			t.mu.Lock()
+			t.fail(nil, "dhcp-malformed")
+			t.mu.Unlock()
+		}
+		return
+	}
+	mac := e.MAC.String()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch e.Kind {
+	case "offer", "proxy-offer":
+		b := t.current(mac, true)
+		if reached(b, PhaseKernel) {
+			t.step(b, PhaseOSDHCP, e.IP.String())
+			return
+		}
+		t.step(b, PhaseDHCPOffer, e.Arch)
+	case "ack", "proxy-ack":
+		if e.IP != nil && !e.IP.IsUnspecified() {
+			t.byIP[e.IP.String()] = mac
+		}
+		b := t.current(mac, true)
+		if reached(b, PhaseKernel) {
+			t.step(b, PhaseOSDHCP, e.IP.String())
+			return
+		}
+		if e.IP != nil && !e.IP.IsUnspecified() {
+			b.IP = e.IP.String()
+		}
+		t.step(b, PhaseDHCPAck, e.Arch)
+	case "nak":
+		t.fail(t.current(mac, false), "dhcp-nak")
+	}
+}
+
+// TFTP takes a finished boot/tftp transfer (tftp.Server.OnTransfer).
+func (t *Timeline) TFTP(tr tftp.Transfer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	mac := t.byIP[hostOf(tr.Remote)]
+	var b *Boot
+	if mac != "" {
+		b = t.current(mac, false)
+	}
+	switch {
+	case tr.Aborted: // UEFI's size probe: normal
+	case tr.Refused:
+		t.fail(b, "tftp-refused")
+	case tr.Err != nil:
+		t.fail(b, "tftp-failed")
+	case b != nil:
+		t.step(b, PhaseTFTP, tr.File)
+	}
+}
+
+// HTTP takes a boot/httpboot event (httpboot.Server.OnEvent).
+func (t *Timeline) HTTP(e httpboot.Event) {
+	ip := hostOf(addrString(e.RemoteAddr))
+	var roles map[string]string
+	if e.Kind == httpboot.EventScript && e.Digest != "" && t.images != nil {
+		if img, err := t.images.Resolve(e.Digest); err == nil {
+			roles = map[string]string{}
+			for _, a := range img.Artifacts {
+				roles[a.Digest] = a.Role
+			}
+		}
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for d, r := range roles {
+		t.blobs[d] = r
+	}
+	mac := ""
+	if e.MAC != nil {
+		mac = e.MAC.String()
+		if ip != "" {
+			t.byIP[ip] = mac
+		}
+	} else {
+		mac = t.byIP[ip]
+	}
+	if mac == "" {
+		return
+	}
+	switch e.Kind {
+	case httpboot.EventUnknown:
+		t.fail(t.current(mac, false), "unknown-host")
+	case httpboot.EventScript:
+		b := t.current(mac, true)
+		b.Host = e.Host
+		if e.Digest != "" {
+			b.Digest = e.Digest
+		}
+		if e.Detail != "" && e.Detail != "local" {
+			t.fail(b, "script-error")
+		}
+		t.step(b, PhaseScript, e.Image)
+	case httpboot.EventBlob:
+		b := t.current(mac, false)
+		if b == nil {
+			return
+		}
+		if e.Status == 404 {
+			t.fail(b, "blob-not-found")
+			return
+		}
+		switch role := t.blobs["sha256:"+strings.TrimPrefix(e.Digest, "sha256:")]; role {
+		case images.RoleKernel:
+			t.step(b, PhaseKernel, "")
+		case images.RoleInitrd:
+			t.step(b, PhaseInitrd, "")
+		}
+	case httpboot.EventReport:
+		b := t.current(mac, false)
+		if b == nil {
+			return
+		}
+		t.step(b, PhaseReport, e.Digest)
+		if b.Digest != "" && e.Digest != b.Digest {
+			t.fail(b, "wrong-digest")
+		}
+		b.Done = true
+	}
+}
+
+// Boots returns the kept boots of mac, newest first.
+func (t *Timeline) Boots(mac net.HardwareAddr) []Boot {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	list := t.boots[mac.String()]
+	out := make([]Boot, 0, len(list))
+	for i := len(list) - 1; i >= 0; i-- {
+		b := *list[i]
+		b.Steps = append([]Step(nil), b.Steps...)
+		sort.SliceStable(b.Steps, func(i, j int) bool { return b.Steps[i].After < b.Steps[j].After })
+		out = append(out, b)
+	}
+	return out
+}
+
+// hostOf returns the IP of a net.Addr or "ip:port" string.
+func hostOf(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		return v.IP.String()
+	case *net.TCPAddr:
+		return v.IP.String()
+	}
+	h, _, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	return h
+}
+
+// addrString adapts a "host:port" string to net.Addr for hostOf.
+type addrString string
+
+func (a addrString) Network() string { return "tcp" }
+func (a addrString) String() string  { return string(a) }

@@ -1,0 +1,94 @@
+package timeline
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/phoenixboot/phoenix/boot/dhcp"
+	"github.com/phoenixboot/phoenix/boot/httpboot"
+	"github.com/phoenixboot/phoenix/boot/tftp"
+	"github.com/phoenixboot/phoenix/images"
+)
+
+type fakeImages struct{}
+
+func (fakeImages) Resolve(ref string) (images.Image, error) {
+	return images.Image{Digest: ref, Artifacts: []images.Artifact{
+		{Role: images.RoleKernel, Digest: "sha256:k"}, {Role: images.RoleInitrd, Digest: "sha256:i"}}}, nil
+}
+
+func TestBootPhases(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tl := New(fakeImages{}, reg)
+	clock := time.Unix(1000, 0)
+	tl.now = func() time.Time { return clock }
+	tick := func() { clock = clock.Add(time.Second) }
+	mac, _ := net.ParseMAC("52:54:00:00:00:01")
+	ip := net.IPv4(10, 0, 0, 100)
+
+	tl.DHCP(dhcp.Event{Kind: "offer", MAC: mac, IP: ip, Arch: "bios"})
+	tick()
+	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: ip, Arch: "bios"})
+	tick()
+	tl.TFTP(tftp.Transfer{File: "undionly.kpxe", Remote: &net.UDPAddr{IP: ip, Port: 2000}, Aborted: true})
+	tl.TFTP(tftp.Transfer{File: "undionly.kpxe", Remote: &net.UDPAddr{IP: ip, Port: 2001}})
+	tick()
+	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: ip, Arch: "ipxe-bios"}) // iPXE asks again: same boot
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventScript, MAC: mac, Host: "h1", Digest: "sha256:m", Image: "demo:1", RemoteAddr: "10.0.0.100:3000"})
+	tick()
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventBlob, Digest: "sha256:k", RemoteAddr: "10.0.0.100:3001"})
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventBlob, Digest: "sha256:i", RemoteAddr: "10.0.0.100:3001"})
+	tick()
+	tl.DHCP(dhcp.Event{Kind: "offer", MAC: mac, IP: ip}) // the OS's own DHCP
+	tick()
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventReport, MAC: mac, Digest: "sha256:m", RemoteAddr: "10.0.0.100:4000"})
+
+	boots := tl.Boots(mac)
+	if len(boots) != 1 {
+		t.Fatalf("%d boots, want 1", len(boots))
+	}
+	b := boots[0]
+	var phases []string
+	for _, s := range b.Steps {
+		phases = append(phases, s.Phase)
+	}
+	want := "dhcp-offer dhcp-ack tftp script kernel initrd os-dhcp report"
+	if got := strings.Join(phases, " "); got != want {
+		t.Fatalf("phases %q, want %q", got, want)
+	}
+	if !b.Done || b.Failed != "" || b.Host != "h1" || b.Took() != 6*time.Second {
+		t.Fatalf("boot = %+v", b)
+	}
+	// the next offer starts a second boot
+	tick()
+	tl.DHCP(dhcp.Event{Kind: "offer", MAC: mac, IP: ip})
+	if n := len(tl.Boots(mac)); n != 2 {
+		t.Fatalf("%d boots after a new offer", n)
+	}
+	if n := testutil.CollectAndCount(reg, "phoenix_boot_phase_seconds"); n != 8 {
+		t.Errorf("%d phase series, want 8", n)
+	}
+	if v := testutil.ToFloat64(tl.boots_); v != 2 {
+		t.Errorf("boots_total %v", v)
+	}
+}
+
+func TestFailures(t *testing.T) {
+	tl := New(nil, nil)
+	mac, _ := net.ParseMAC("52:54:00:00:00:02")
+	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: net.IPv4(10, 0, 0, 7)})
+	tl.TFTP(tftp.Transfer{Remote: &net.UDPAddr{IP: net.IPv4(10, 0, 0, 7)}, Refused: true})
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventReport, MAC: mac, Digest: "sha256:x"})
+	b := tl.Boots(mac)[0]
+	if b.Failed != "tftp-refused" || !b.Done {
+		t.Fatalf("boot = %+v", b)
+	}
+	if v := testutil.ToFloat64(tl.fails.WithLabelValues("tftp-refused")); v != 1 {
+		t.Errorf("failures %v", v)
+	}
+}
