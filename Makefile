@@ -6,7 +6,7 @@ DEMO := build/demo
 # Debian packages the tests and the lab need (installed by `make deps`).
 DEBIAN_PKGS := qemu-system-x86 ipxe-qemu ovmf ipxe dnsmasq-base busybox-static cpio kmod iproute2 util-linux tftp-hpa
 
-.PHONY: help build test unit lint bench lab run demo-image deps fuzz clean
+.PHONY: help build test unit lint bench lab run demo-image deps fuzz clean vagrant-validate
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -53,6 +53,10 @@ lab: deps build demo-image ## the QEMU lab: phoenix + two VMs that netboot from 
 
 run: build ## run phoenix serve with ARGS (e.g. make run ARGS='--state /srv/phoenix --interface eth1 ...')
 	./$(BIN) serve $(ARGS)
+
+vagrant-validate: ## check the Vagrantfile with Debian's vagrant + vagrant-libvirt (root; installs them if missing)
+	@command -v vagrant >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends vagrant vagrant-libvirt)
+	VAGRANT_DEFAULT_PROVIDER=libvirt vagrant validate
 
 clean: ## remove build outputs
 	rm -rf bin build
