@@ -28,6 +28,7 @@ import (
 	"github.com/phoenixboot/phoenix/boot/ra"
 	"github.com/phoenixboot/phoenix/boot/tftp"
 	"github.com/phoenixboot/phoenix/fleet"
+	"github.com/phoenixboot/phoenix/fleet/hostlogs"
 	"github.com/phoenixboot/phoenix/fleet/timeline"
 	"github.com/phoenixboot/phoenix/images"
 )
@@ -61,6 +62,8 @@ type serveOptions struct {
 	hostsFile        string
 	routerAdvert     bool
 	requireSigned    string
+	syslogAddr       string
+	logCap           int64
 }
 
 func newServeCmd() *cobra.Command {
@@ -99,6 +102,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.hostsFile, "hosts", "", "hosts file (YAML: name, macs, image NAME:VERSION)")
 	f.StringVar(&o.requireSigned, "require-signed", "", "minisign public key file: boot only image versions it has signed (others get an error script)")
 	f.BoolVar(&o.routerAdvert, "router-advert", false, "send IPv6 router advertisements (lifetime 0) on --interface so iPXE skips its ~13 s IPv6 wait")
+	f.StringVar(&o.syslogAddr, "syslog-addr", "", "UDP address for hosts' syslog (e.g. :514); kept per host under DIR/logs (off when empty)")
+	f.Int64Var(&o.logCap, "host-log-cap", hostlogs.DefaultMaxBytes, "bytes per host log file; at the cap it rotates to log.1.txt (so at most twice this is kept)")
 	return cmd
 }
 
@@ -237,6 +242,14 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		}
 	}
 
+	var syslogConn net.PacketConn
+	if o.syslogAddr != "" {
+		if syslogConn, err = net.ListenPacket("udp", o.syslogAddr); err != nil {
+			return fmt.Errorf("syslog: %w (pass another --syslog-addr, or none)", err)
+		}
+		closers = append(closers, syslogConn)
+	}
+
 	// Boot timelines and metrics watch every service's events.
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -263,6 +276,30 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	mux.Handle("/api/v1/", fleet.RequireToken(token, apiMux))
 	// Phone-home comes from hosts, which hold no token.
 	mux.Handle("POST /api/v1/report", bootSrv.Handler())
+	logs := &hostlogs.Store{Dir: st.Join("logs"), MaxBytes: o.logCap, Log: log.With("svc", "logs"),
+		Known: func(name string) bool {
+			for _, h := range hosts.List() {
+				if h.Name == name {
+					return true
+				}
+			}
+			return false
+		},
+		HostOf: func(ip net.IP) (string, bool) {
+			leases, err := db.Leases()
+			if err != nil {
+				return "", false
+			}
+			for _, l := range leases {
+				if l.IP.Equal(ip) {
+					name, _, ok := hosts.Lookup(l.MAC)
+					return name, ok
+				}
+			}
+			return "", false
+		}}
+	// Hosts send their logs without a token, like their reports.
+	logs.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// UEFI HTTP boot clients fetch the iPXE binary itself over HTTP.
 	mux.HandleFunc("GET /ipxe/{file}", func(w http.ResponseWriter, r *http.Request) {
@@ -286,6 +323,9 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		}
 	}
 	reg.MustRegister(statsCollector("phoenix_tftp", "TFTP server", func() any { return tftpSrv.Stats() }))
+	if syslogConn != nil {
+		g.Go(func() error { return logs.ServeSyslog(ctx, syslogConn) })
+	}
 	if o.routerAdvert {
 		s := &ra.Sender{Interface: o.iface, Log: log.With("svc", "ra")}
 		g.Go(func() error { return s.Run(ctx) })
