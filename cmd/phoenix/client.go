@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -102,5 +101,3 @@ func (c *apiClient) sendJSON(cmd *cobra.Command, method, path string, in, out an
 	return c.do(cmd, method, path, body, "application/json", out)
 }
 
-// waitTick is how often CLI commands poll the server while waiting.
-const waitTick = time.Second
