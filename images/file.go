@@ -25,7 +25,9 @@ const copyBufSize = 1 << 20
 
 // writeBlob streams r into a temp file while hashing it in the same pass,
 // then publishes it as blobs/sha256/<hex>. It returns the digest and size.
-func (s *Store) writeBlob(ctx context.Context, r io.Reader) (v1.Hash, int64, error) {
+// If want >= 0, a stream of another length is an error and nothing is
+// published.
+func (s *Store) writeBlob(ctx context.Context, r io.Reader, want int64) (v1.Hash, int64, error) {
 	f, err := os.CreateTemp(s.tmp, tmpPrefix+"blob-*")
 	if err != nil {
 		return v1.Hash{}, 0, err
@@ -50,6 +52,9 @@ func (s *Store) writeBlob(ctx context.Context, r io.Reader) (v1.Hash, int64, err
 	size, err := io.CopyBuffer(io.MultiWriter(f, h), ctxReader{ctx, r}, buf)
 	if err != nil {
 		return v1.Hash{}, 0, err
+	}
+	if want >= 0 && size != want {
+		return v1.Hash{}, 0, fmt.Errorf("got %d bytes, want %d: truncated or changed while reading", size, want)
 	}
 	digest := v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
 	// Mode before Sync, so the fsync makes the 0444 durable along with the data.

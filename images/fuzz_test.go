@@ -1,6 +1,7 @@
 package images
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,6 +51,32 @@ func FuzzBlobPath(f *testing.F) {
 		}
 		if p != "" && !strings.HasPrefix(p, blobs) {
 			t.Fatalf("BlobPath(%q) = %q, outside %s", digest, p, blobs)
+		}
+	})
+}
+
+// FuzzResolve: refs ("NAME:VERSION", digests, "NAME@CHANNEL") arrive in
+// API paths and hosts files. Resolve must never panic, and only a
+// well-formed ref may find anything.
+func FuzzResolve(f *testing.F) {
+	for _, s := range []string{"demo:1", "demo@stable", "demo@", "@stable", "demo@../x", "demo@stable@x", "Demo@stable", "sha256:x"} {
+		f.Add(s)
+	}
+	s, _, _ := newStore(f)
+	img, err := s.Import(context.Background(), ImportSpec{Name: "demo", Version: "1", Files: files(f, map[string]string{RoleKernel: "k"})})
+	if err != nil {
+		f.Fatal(err)
+	}
+	if _, err := s.Promote(context.Background(), "demo:1", "stable", "fuzz"); err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, ref string) {
+		got, err := s.Resolve(ref)
+		if err != nil {
+			return
+		}
+		if ref != "demo:1" && ref != "demo@stable" && ref != img.Digest {
+			t.Fatalf("Resolve(%q) found %s", ref, got.Ref())
 		}
 	})
 }

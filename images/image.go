@@ -2,6 +2,7 @@ package images
 
 import (
 	"fmt"
+	"io"
 	"regexp"
 	"strings"
 	"time"
@@ -131,8 +132,21 @@ type ImportSpec struct {
 	// take part in the identical-content check of a re-import.
 	Created time.Time
 	// Files maps a role to the path of its file. RoleKernel is required,
-	// and RoleDisk too in ModeDisk.
+	// and RoleDisk too in ModeDisk (from Files or Readers).
 	Files map[string]string
+	// Readers maps a role to an artifact that is not a file of its own: a
+	// file inside an ISO, an HTTP upload. A role is in Files or Readers,
+	// never both.
+	Readers map[string]ImportSource
+}
+
+// ImportSource is an artifact's content as a stream, read once.
+type ImportSource struct {
+	R io.Reader
+	// Size is how many bytes R yields, or -1 if unknown. A source that
+	// yields a different number fails the import (a truncated upload or a
+	// short read inside an ISO) before anything is published.
+	Size int64
 }
 
 // imageConfig is the JSON of the config blob. Field order is fixed by the
@@ -151,6 +165,36 @@ var archRE = regexp.MustCompile(`^[a-z0-9_]{1,32}$`)
 
 // config checks spec and returns the config it describes, with defaults.
 func (spec ImportSpec) config(now time.Time) (imageConfig, error) {
+	c, err := spec.baseConfig(now)
+	if err != nil {
+		return c, err
+	}
+	present := map[string]bool{}
+	for role, path := range spec.Files {
+		if path == "" {
+			if _, ok := roleMediaType(role); ok {
+				return c, fmt.Errorf("artifact %s: empty path", role)
+			}
+		}
+		present[role] = true
+	}
+	for role, src := range spec.Readers {
+		if present[role] {
+			return c, fmt.Errorf("artifact %s: given both as a file and as a reader", role)
+		}
+		if src.R == nil {
+			return c, fmt.Errorf("artifact %s: nil reader", role)
+		}
+		present[role] = true
+	}
+	if err := checkRoles(c.Mode, present); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+// baseConfig checks everything in spec but its artifacts.
+func (spec ImportSpec) baseConfig(now time.Time) (imageConfig, error) {
 	c := imageConfig{
 		Name:        spec.Name,
 		Version:     spec.Version,
@@ -189,21 +233,24 @@ func (spec ImportSpec) config(now time.Time) (imageConfig, error) {
 	// RFC 3339 without fractions, in UTC: what the format promises.
 	c.Created = c.Created.UTC().Truncate(time.Second)
 
-	for role, path := range spec.Files {
-		if _, ok := roleMediaType(role); !ok {
-			return c, fmt.Errorf("unknown artifact role %q: want kernel, initrd, rootfs or disk", role)
-		}
-		if path == "" {
-			return c, fmt.Errorf("artifact %s: empty path", role)
-		}
-	}
-	if spec.Files[RoleKernel] == "" {
-		return c, fmt.Errorf("artifact %s: required", RoleKernel)
-	}
-	if c.Mode == ModeDisk && spec.Files[RoleDisk] == "" {
-		return c, fmt.Errorf("artifact %s: required in mode %s", RoleDisk, ModeDisk)
-	}
 	return c, nil
+}
+
+// checkRoles checks that present names only known roles and every role
+// that mode requires.
+func checkRoles(mode string, present map[string]bool) error {
+	for role := range present {
+		if _, ok := roleMediaType(role); !ok {
+			return fmt.Errorf("unknown artifact role %q: want kernel, initrd, rootfs or disk", role)
+		}
+	}
+	if !present[RoleKernel] {
+		return fmt.Errorf("artifact %s: required", RoleKernel)
+	}
+	if mode == ModeDisk && !present[RoleDisk] {
+		return fmt.Errorf("artifact %s: required in mode %s", RoleDisk, ModeDisk)
+	}
+	return nil
 }
 
 // sameContent reports whether a and b differ only in their created time and

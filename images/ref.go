@@ -54,3 +54,23 @@ func checkDigest(digest string) error {
 	}
 	return nil
 }
+
+// CheckRef checks anything Store.Resolve accepts: "NAME:VERSION",
+// "NAME@CHANNEL" or a manifest digest "sha256:<hex>". Hosts files and
+// fleet files use it, so that a host can follow a channel.
+func CheckRef(ref string) error {
+	if name, channel, ok := strings.Cut(ref, "@"); ok {
+		if err := checkName(name); err != nil {
+			return fmt.Errorf("image ref %q: %w", ref, err)
+		}
+		if err := checkChannel(channel); err != nil {
+			return fmt.Errorf("image ref %q: %w", ref, err)
+		}
+		return nil
+	}
+	if strings.HasPrefix(ref, "sha256:") {
+		return checkDigest(ref)
+	}
+	_, _, err := ParseRef(ref)
+	return err
+}

@@ -8,9 +8,14 @@
 // A published version is never changed: blobs are 0444 and written by
 // temp file, fsync and rename; index.json is replaced atomically and last.
 //
-// It is not a registry client, not an ISO importer or image builder (those
-// live in packages below images/), and it does not decide which host boots
-// what.
+// Channels ("NAME@CHANNEL", see Promote) are further index.json tags whose
+// moves are kept as a chain of history blobs; Verify re-hashes and
+// quarantines, GC sweeps, Push and Pull move versions through a registry
+// unchanged, signatures are minisign files beside the layout, and API
+// serves all of it to the CLI.
+//
+// It is not an ISO reader or image builder (those live in packages below
+// images/), and it does not decide which host boots what.
 package images
 
 import (
@@ -49,6 +54,13 @@ type Store struct {
 
 	// mu serialises index.json updates: read, check, append, replace.
 	mu sync.Mutex
+	// importing is held shared by imports and pulls from their first blob
+	// to their index entry, and exclusively by GC, which would otherwise
+	// sweep the blobs of a version not yet in the index.
+	importing sync.RWMutex
+
+	subMu sync.Mutex
+	subs  map[chan ChannelMove]struct{}
 	// cache maps a manifest v1.Hash to its Image. Manifests are
 	// content-addressed, so an entry can never be stale.
 	cache sync.Map
@@ -141,7 +153,8 @@ func (s *Store) blobFile(h v1.Hash) string {
 // BlobPath returns the file holding the blob with digest
 // "sha256:<64 lowercase hex>". The file is read-only and never rewritten, so
 // it can be served as is. Any other digest form is refused, which also keeps
-// the path inside the store.
+// the path inside the store. A blob that Verify found corrupt and moved to
+// quarantine gives an error wrapping ErrCorrupt, so it is never served.
 func (s *Store) BlobPath(digest string) (string, error) {
 	if err := checkDigest(digest); err != nil {
 		return "", err
@@ -149,6 +162,9 @@ func (s *Store) BlobPath(digest string) (string, error) {
 	p := s.blobFile(v1.Hash{Algorithm: "sha256", Hex: strings.TrimPrefix(digest, "sha256:")})
 	fi, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
+		if _, qerr := os.Stat(s.quarantineFile(digest)); qerr == nil {
+			return "", fmt.Errorf("blob %s: %w", digest, ErrCorrupt)
+		}
 		return "", fmt.Errorf("blob %s: %w", digest, ErrNotFound)
 	}
 	if err != nil {
@@ -160,38 +176,62 @@ func (s *Store) BlobPath(digest string) (string, error) {
 	return p, nil
 }
 
-// Import publishes a new image version from the files in spec, streaming
-// each file once into the store while hashing it. Importing a NAME:VERSION
-// that exists is a no-op returning the existing image if the content (the
-// artifacts and every config field but the created time) is the same, and
-// an error wrapping ErrImmutable otherwise. Nothing is visible until the
-// index entry, written last, is; a killed import leaves only unreferenced
-// blobs and temp files, which Open removes.
+// Import publishes a new image version from the files and readers in
+// spec, streaming each once into the store while hashing it. Importing a
+// NAME:VERSION that exists is a no-op returning the existing image if the
+// content (the artifacts and every config field but the created time) is
+// the same, and an error wrapping ErrImmutable otherwise. Nothing is
+// visible until the index entry, written last, is; a killed import leaves
+// only unreferenced blobs and temp files, which Open and GC remove.
 func (s *Store) Import(ctx context.Context, spec ImportSpec) (Image, error) {
 	ref := spec.Name + ":" + spec.Version
 	cfg, err := spec.config(time.Now())
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", ref, err)
 	}
+	// GC must not sweep the blobs of an import before its index entry.
+	s.importing.RLock()
+	defer s.importing.RUnlock()
 
 	var layers []v1.Descriptor
 	for _, r := range roles {
-		path, ok := spec.Files[r.name]
-		if !ok {
+		var (
+			h    v1.Hash
+			size int64
+			err  error
+		)
+		if path, ok := spec.Files[r.name]; ok {
+			h, size, err = s.importFile(ctx, path)
+			if err != nil {
+				return Image{}, fmt.Errorf("image %s: %s %s: %w", ref, r.name, path, err)
+			}
+		} else if src, ok := spec.Readers[r.name]; ok {
+			h, size, err = s.writeBlob(ctx, src.R, src.Size)
+			if err != nil {
+				return Image{}, fmt.Errorf("image %s: %s: %w", ref, r.name, err)
+			}
+		} else {
 			continue
 		}
-		h, size, err := s.importFile(ctx, path)
-		if err != nil {
-			return Image{}, fmt.Errorf("image %s: %s %s: %w", ref, r.name, path, err)
-		}
-		layers = append(layers, v1.Descriptor{
-			MediaType:   r.mediaType,
-			Size:        size,
-			Digest:      h,
-			Annotations: map[string]string{annotationTitle: r.name},
-		})
+		layers = append(layers, layerDescriptor(r.name, h, size))
 	}
+	return s.commit(ctx, cfg, layers)
+}
 
+func layerDescriptor(role string, h v1.Hash, size int64) v1.Descriptor {
+	mt, _ := roleMediaType(role)
+	return v1.Descriptor{
+		MediaType:   mt,
+		Size:        size,
+		Digest:      h,
+		Annotations: map[string]string{annotationTitle: role},
+	}
+}
+
+// commit writes the config and manifest of a version whose layers are
+// already stored, then its index entry. The caller holds importing.RLock.
+func (s *Store) commit(ctx context.Context, cfg imageConfig, layers []v1.Descriptor) (Image, error) {
+	ref := cfg.Name + ":" + cfg.Version
 	rawCfg, err := json.Marshal(cfg)
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", ref, err)
@@ -212,28 +252,49 @@ func (s *Store) Import(ctx context.Context, spec ImportSpec) (Image, error) {
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", ref, err)
 	}
-	mHash, mSize, err := v1.SHA256(bytes.NewReader(rawManifest))
+	img, err := s.publishVersion(ctx, rawManifest, rawCfg, cfg, true)
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", ref, err)
 	}
-	img, err := toImage(mHash, &m, cfg)
+	return img, nil
+}
+
+// publishVersion stores a manifest and its config blob and adds the index
+// entry "NAME:VERSION" last. If the version exists, it returns it when the
+// content is the same (by sameContent if lenient, else by digest) and an
+// ErrImmutable error otherwise.
+func (s *Store) publishVersion(ctx context.Context, rawManifest, rawCfg []byte, cfg imageConfig, lenient bool) (Image, error) {
+	ref := cfg.Name + ":" + cfg.Version
+	mHash, mSize, err := v1.SHA256(bytes.NewReader(rawManifest))
 	if err != nil {
-		return Image{}, fmt.Errorf("image %s: %w", ref, err)
+		return Image{}, err
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(rawManifest))
+	if err != nil {
+		return Image{}, err
+	}
+	img, err := toImage(mHash, m, cfg)
+	if err != nil {
+		return Image{}, err
 	}
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	im, err := s.readIndex()
 	if err != nil {
-		return Image{}, fmt.Errorf("image %s: %w", ref, err)
+		return Image{}, err
 	}
 	if i := slices.IndexFunc(im.Manifests, func(d v1.Descriptor) bool { return d.Annotations[annotationRefName] == ref }); i >= 0 {
 		old, err := s.load(im.Manifests[i].Digest)
 		if err != nil {
-			return Image{}, fmt.Errorf("image %s: %w", ref, err)
+			return Image{}, err
 		}
-		if same, diff := sameContent(old, img); !same {
-			return Image{}, fmt.Errorf("image %s: %w (published as %s): %s", ref, ErrImmutable, old.Digest, diff)
+		same, diff := sameContent(old, img)
+		if !lenient && old.Digest != img.Digest {
+			same, diff = false, fmt.Sprintf("manifest %s != %s", img.Digest, old.Digest)
+		}
+		if !same {
+			return Image{}, fmt.Errorf("%w (published as %s): %s", ErrImmutable, old.Digest, diff)
 		}
 		return old, nil
 	}
@@ -241,8 +302,8 @@ func (s *Store) Import(ctx context.Context, spec ImportSpec) (Image, error) {
 	// Config and manifest blobs first, the index entry last: until then the
 	// version does not exist for any reader.
 	for _, b := range [][]byte{rawCfg, rawManifest} {
-		if _, _, err := s.writeBlob(ctx, bytes.NewReader(b)); err != nil {
-			return Image{}, fmt.Errorf("image %s: %w", ref, err)
+		if _, _, err := s.writeBlob(ctx, bytes.NewReader(b), int64(len(b))); err != nil {
+			return Image{}, err
 		}
 	}
 	im.Manifests = append(im.Manifests, v1.Descriptor{
@@ -253,7 +314,7 @@ func (s *Store) Import(ctx context.Context, spec ImportSpec) (Image, error) {
 		Annotations:  map[string]string{annotationRefName: ref},
 	})
 	if err := s.writeIndex(im); err != nil {
-		return Image{}, fmt.Errorf("image %s: index: %w", ref, err)
+		return Image{}, fmt.Errorf("index: %w", err)
 	}
 	s.cache.Store(mHash, img)
 	return cloneImage(img), nil
@@ -265,17 +326,23 @@ func (s *Store) importFile(ctx context.Context, path string) (v1.Hash, int64, er
 		return v1.Hash{}, 0, err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
 		return v1.Hash{}, 0, err
-	} else if !fi.Mode().IsRegular() {
+	}
+	if !fi.Mode().IsRegular() {
 		return v1.Hash{}, 0, errors.New("not a regular file")
 	}
-	return s.writeBlob(ctx, f)
+	return s.writeBlob(ctx, f, fi.Size())
 }
 
-// Resolve returns the image version named by ref, either "NAME:VERSION" or
-// its manifest digest "sha256:<hex>". An unknown one wraps ErrNotFound.
+// Resolve returns the image version named by ref: "NAME:VERSION", its
+// manifest digest "sha256:<hex>", or "NAME@CHANNEL", the version a channel
+// points to now (see Promote). An unknown one wraps ErrNotFound.
 func (s *Store) Resolve(ref string) (Image, error) {
+	if name, channel, ok := strings.Cut(ref, "@"); ok {
+		return s.Channel(name, channel)
+	}
 	var match func(v1.Descriptor) bool
 	byDigest := strings.HasPrefix(ref, "sha256:")
 	if byDigest {

@@ -260,9 +260,18 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	// The API: reads are open, changes need the token (fleet.RequireToken).
 	apiMux := http.NewServeMux()
 	api.Register(apiMux)
-	// The image store's API; Users (which hosts use a version) is the
-	// fleet's to fill in.
-	(&images.API{Store: store, Log: log.With("svc", "images")}).Register(apiMux)
+	// The image store's API. A version is in use (shown, and not
+	// removable) while a host's image ref resolves to it.
+	imagesAPI := &images.API{Store: store, Log: log.With("svc", "images"), Users: func(digest string) []string {
+		var names []string
+		for _, h := range hosts.List() {
+			if img, err := store.Resolve(h.Image); err == nil && img.Digest == digest {
+				names = append(names, h.Name)
+			}
+		}
+		return names
+	}}
+	imagesAPI.Register(apiMux)
 	apiMux.HandleFunc("GET /api/v1/boots/{mac}", func(w http.ResponseWriter, r *http.Request) {
 		mac, err := net.ParseMAC(r.PathValue("mac"))
 		if err != nil {
