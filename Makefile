@@ -21,8 +21,9 @@ deps: ## install the Debian packages tests and lab need (root; only what is miss
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 
-demo-image: ## build the demo image (Debian kernel + our initramfs) into build/demo
+demo-image: ## build the demo image (Debian kernel + our initramfs) into build/demo, and a v2 into build/demo2
 	bash assets/demo/build.sh $(DEMO)
+	bash assets/demo/build.sh $(DEMO)2 2
 
 test: demo-image ## unit tests and the QEMU end-to-end boots (as root; they say why they skip otherwise)
 	$(GO) vet ./...

@@ -22,7 +22,7 @@ func TestParseHosts(t *testing.T) {
 		{"ok", "hosts:\n- name: a\n  macs: [52:54:00:00:00:01]\n  image: demo:1\n", nil},
 		{"empty", "", nil},
 		{"dup mac", "hosts:\n- name: a\n  macs: [52:54:00:00:00:01]\n  image: demo:1\n- name: b\n  macs: [52-54-00-00-00-01]\n  image: demo:1\n", []string{"already belongs"}},
-		{"dup name and bad mac and image", "hosts:\n- name: a\n  macs: [zz]\n  image: demo\n- name: a\n  macs: [52:54:00:00:00:02]\n  image: x:1\n", []string{"bad mac", "not NAME:VERSION", "duplicate name"}},
+		{"dup name and bad mac and image", "hosts:\n- name: a\n  macs: [zz]\n  image: demo\n- name: a\n  macs: [52:54:00:00:00:02]\n  image: x:1\n", []string{"bad mac", "want NAME:VERSION", "duplicate name"}},
 		{"bad name", "hosts:\n- name: 'a b'\n  macs: [52:54:00:00:00:01]\n  image: demo:1\n", []string{"name must match"}},
 		{"unknown key", "hosts:\n- name: a\n  mac: [52:54:00:00:00:01]\n", []string{"field mac not found"}},
 	}

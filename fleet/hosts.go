@@ -9,9 +9,10 @@ import (
 	"os"
 	"regexp"
 	"sort"
-	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/phoenixboot/phoenix/images"
 )
 
 // Host is one machine phoenix boots, as declared by the operator.
@@ -20,7 +21,8 @@ type Host struct {
 	Name string `yaml:"name" json:"name"`
 	// MACs are the host's boot NICs in lowercase colon form.
 	MACs []string `yaml:"macs" json:"macs"`
-	// Image is the NAME:VERSION the host should run.
+	// Image is what the host should run: NAME:VERSION, NAME@CHANNEL (follow
+	// a channel) or a manifest digest.
 	Image string `yaml:"image" json:"image"`
 }
 
@@ -81,8 +83,8 @@ func NewHosts(hosts []Host) (*Hosts, error) {
 		if len(host.MACs) == 0 {
 			errs = append(errs, fmt.Errorf("%s: no macs", where))
 		}
-		if strings.Count(host.Image, ":") != 1 || strings.HasPrefix(host.Image, ":") || strings.HasSuffix(host.Image, ":") {
-			errs = append(errs, fmt.Errorf("%s: image %q is not NAME:VERSION", where, host.Image))
+		if err := images.CheckRef(host.Image); err != nil {
+			errs = append(errs, fmt.Errorf("%s: image: %w (want NAME:VERSION, NAME@CHANNEL or sha256:<hex>)", where, err))
 		}
 		norm := make([]string, 0, len(host.MACs))
 		for _, m := range host.MACs {

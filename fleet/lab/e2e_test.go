@@ -58,27 +58,33 @@ func demoDir(root string) string {
 // served.
 func TestE2EBoot(t *testing.T) {
 	if !InPrivateNetns() {
-		root := requireLab(t)
-		bin := filepath.Join(t.TempDir(), "phoenix")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/phoenix")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build phoenix: %v\n%s", err, out)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-		defer cancel()
-		// Re-run this test alone inside a private network namespace.
-		cmd, err := PrivateNetnsCmd(ctx, []string{os.Args[0], "-test.run=^TestE2EBoot$", "-test.v", "-test.timeout=8m"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Env = append(cmd.Env, "PHOENIX_BIN="+bin, "PHOENIX_DEMO_DIR="+demoDir(root))
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("e2e in private namespace: %v", err)
-		}
+		runInNetns(t, requireLab(t), "TestE2EBoot")
 		return
 	}
 	e2eInNetns(t)
+}
+
+// runInNetns builds phoenix and re-runs the test named name alone inside a
+// private network namespace (the kernel removes it, and everything the test
+// made in it, when the test exits).
+func runInNetns(t *testing.T, root, name string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "phoenix")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/phoenix")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build phoenix: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd, err := PrivateNetnsCmd(ctx, []string{os.Args[0], "-test.run=^" + name + "$", "-test.v", "-test.timeout=10m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(cmd.Env, "PHOENIX_BIN="+bin, "PHOENIX_DEMO_DIR="+demoDir(root), "PHOENIX_DEMO2_DIR="+demo2Dir(root))
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s in a private network namespace: %v", name, err)
+	}
 }
 
 func e2eInNetns(t *testing.T) {

@@ -34,6 +34,9 @@ type Site struct {
 	Hosts []fleet.Host
 	// Extra flags for phoenix serve.
 	Extra []string
+	// PreStart are phoenix commands run against the state dir (offline)
+	// after the import and before the server starts, e.g. more imports.
+	PreStart [][]string
 
 	server *Process
 }
@@ -63,6 +66,12 @@ func (s *Site) Start(ctx context.Context) error {
 		"--kernel", s.Kernel, "--initrd", s.Initrd, "--cmdline", s.Cmdline, "--log-level", "warn")
 	if out, err := imp.CombinedOutput(); err != nil {
 		return fmt.Errorf("site %s: image import: %v: %s", s.Name, err, strings.TrimSpace(string(out)))
+	}
+	for _, c := range s.PreStart {
+		cmd := exec.CommandContext(ctx, s.Phoenix, append(c, "--state", state, "--state-allow-shared", "--log-level", "warn")...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("site %s: phoenix %s: %v: %s", s.Name, strings.Join(c, " "), err, strings.TrimSpace(string(out)))
+		}
 	}
 	args := []string{s.Phoenix, "serve", "--state", state, "--state-allow-shared",
 		"--interface", s.Net.Bridge, "--dhcp", s.DHCP, "--hosts", hostsFile,
