@@ -24,6 +24,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/phoenixboot/phoenix/redfish/vbmc"
 )
 
 // NetnsEnv marks a process that was re-executed inside a private network
@@ -121,25 +123,9 @@ const (
 	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 )
 
-// Accel returns "kvm" only where KVM really works for these guests
-// (/dev/kvm writable and the CPU has vmx or svm), else "tcg".
-func Accel() string {
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		return "tcg"
-	}
-	f.Close()
-	cpu, err := os.ReadFile("/proc/cpuinfo")
-	if err != nil {
-		return "tcg"
-	}
-	for _, flag := range []string{" vmx", " svm"} {
-		if bytes.Contains(cpu, []byte(flag)) {
-			return "kvm"
-		}
-	}
-	return "tcg"
-}
+// Accel returns "kvm" only where KVM really works for these guests, else
+// "tcg" (the virtual BMC owns the rule; the lab uses the same).
+func Accel() string { return vbmc.Accel() }
 
 // Start launches the VM; workDir receives its UEFI variable store.
 func (v *VM) Start(ctx context.Context, workDir string) error {

@@ -140,7 +140,8 @@ type Machine struct {
 	boot     BootOverride
 	media    Media
 	pending  context.CancelFunc // the running graceful operation, if any
-	ran      bool               // the firmware ran since Start (its next reset is warm)
+	armed    int                // counts SetBootOverride calls, to tell a new Once from a spent one
+	booted   int                // the armed Once a boot has started with, -1 when none
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
 }
@@ -218,7 +219,7 @@ func (m *Machine) args(qmpPath string) ([]string, error) {
 		"-name", m.Name, "-uuid", m.UUID,
 		"-accel", Accel(), "-m", fmt.Sprint(m.memory()), "-smp", "1",
 		"-nodefaults", "-nographic", "-serial", "stdio", "-monitor", "none",
-		"-qmp", "unix:" + qmpPath + ",server=on,wait=off",
+		"-qmp", "unix:" + qemuPath(qmpPath) + ",server=on,wait=off",
 		"-S", "-no-shutdown",
 	}
 	if m.Tap != "" {
@@ -247,7 +248,7 @@ func (m *Machine) args(qmpPath string) ([]string, error) {
 		}
 		args = append(args,
 			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+			"-drive", "if=pflash,format=raw,unit=1,file="+qemuPath(vars))
 		// An empty romfile leaves network boot to OVMF's own PXE and HTTP
 		// boot stack, as on a real UEFI server.
 		nic += ",romfile="
@@ -259,7 +260,7 @@ func (m *Machine) args(qmpPath string) ([]string, error) {
 			format = "qcow2"
 		}
 		args = append(args,
-			"-drive", "if=none,id=disk0drv,format="+format+",file="+m.Disk,
+			"-drive", "if=none,id=disk0drv,format="+format+",file="+qemuPath(m.Disk),
 			"-device", "virtio-blk-pci,drive=disk0drv,id="+diskID+",bootindex="+idx(diskID))
 	}
 	// An empty CD drive on the machine's built-in IDE controller, for
@@ -269,6 +270,10 @@ func (m *Machine) args(qmpPath string) ([]string, error) {
 		"-device", "ide-cd,drive=cd0drv,id="+cdID+",bus=ide.1,bootindex="+idx(cdID))
 	return args, nil
 }
+
+// qemuPath escapes a file name for a QEMU option string (a comma is
+// written twice).
+func qemuPath(p string) string { return strings.ReplaceAll(p, ",", ",,") }
 
 // defaultOrder is the boot order without an override: disk, network, CD,
 // like an installed server (a diskless one netboots).
@@ -284,6 +289,13 @@ func (m *Machine) defaultOrder() []string {
 func (m *Machine) Start(ctx context.Context) error {
 	if m.Name == "" {
 		return errors.New("machine: no name")
+	}
+	// These go into QEMU option strings, where a comma starts another
+	// option (a tap name "t0,script=/x" would run a script).
+	for what, v := range map[string]string{"name": m.Name, "tap": m.Tap, "mac": m.MAC, "uuid": m.UUID} {
+		if strings.ContainsAny(v, ",= \t\n") {
+			return fmt.Errorf("machine %q: %s %q: commas, equals signs and spaces are not allowed", m.Name, what, v)
+		}
 	}
 	if m.UUID == "" {
 		m.UUID = randomUUID()
@@ -315,6 +327,7 @@ func (m *Machine) Start(ctx context.Context) error {
 		mode = ModeUEFI
 	}
 	m.boot = BootOverride{Target: TargetNone, Enabled: OverrideDisabled, Mode: mode}
+	m.booted = -1
 	m.bgCtx, m.bgCancel = context.WithCancel(context.WithoutCancel(ctx))
 	m.mu.Unlock()
 
@@ -377,6 +390,8 @@ func (m *Machine) Start(ctx context.Context) error {
 		return fmt.Errorf("machine %s: %w: %s", m.Name, err, strings.TrimSpace(m.Console()))
 	}
 	m.q = q
+	ev, _ := q.subscribe() // for the machine's life
+	go m.watch(ev)
 	m.log().Info("vm started powered off", "host", m.Name, "mac", m.MAC, "firmware", m.firmware())
 	return nil
 }
@@ -492,12 +507,12 @@ func (m *Machine) powerOn(ctx context.Context, always bool) error {
 	if s == "running" && !always {
 		return nil
 	}
-	once, err := m.applyOverride()
-	if err != nil {
+	// A power action right after a one-time boot (within resetQuiet)
+	// must not boot with that override again.
+	m.spendOnce()
+	if err := m.applyOverride(); err != nil {
 		return err
 	}
-	ev, cancel := m.q.subscribe()
-	defer cancel()
 	if err := m.reset(ctx); err != nil {
 		return err
 	}
@@ -514,51 +529,66 @@ func (m *Machine) powerOn(ctx context.Context, always bool) error {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	m.mu.Lock()
-	warm := m.ran
-	m.ran = true
-	m.mu.Unlock()
-	if once {
-		// QEMU hands the firmware its boot order at each reset. SeaBIOS
-		// answers a warm reset with a hard reboot of its own, so the
-		// one-time order must survive that reset too; only then do later
-		// boots (the guest's own reboots too) get the default again.
-		if warm && m.firmware() == BIOS {
-			m.waitFirmwareReboot(ctx, ev)
-		}
-		if err := m.setOrder(m.defaultOrder()); err != nil {
-			return err
-		}
-		m.mu.Lock()
-		m.boot.Enabled = OverrideDisabled
-		m.mu.Unlock()
-	}
 	m.log().Info("power on", "host", m.Name)
 	return nil
 }
 
-// waitFirmwareReboot waits for the guest resets SeaBIOS makes right after
-// a warm reset (two within milliseconds) and a quiet second after them,
-// or gives up after 30 s.
-func (m *Machine) waitFirmwareReboot(ctx context.Context, ev <-chan qmpEvent) {
-	deadline := time.NewTimer(30 * time.Second)
-	defer deadline.Stop()
+// resetQuiet is how long after the last reset of a burst a one-time
+// override counts as used. QEMU hands the firmware its boot order at each
+// reset, and SeaBIOS answers every warm reset with hard resets of its own
+// within milliseconds: the order must survive those, and be back to the
+// default long before an OS could reboot.
+const resetQuiet = 3 * time.Second
+
+// watch spends a one-time boot override after the boot it was for, however
+// that boot started: a power action through the BMC or the guest's own
+// reboot.
+func (m *Machine) watch(ev <-chan qmpEvent) {
 	var quiet <-chan time.Time
 	for {
 		select {
 		case e := <-ev:
-			if e.Name == "RESET" && e.guest() {
-				quiet = time.After(time.Second)
+			if e.Name != "RESET" {
+				continue
 			}
+			m.mu.Lock()
+			if m.booted < 0 && m.boot.Enabled == OverrideOnce {
+				m.booted = m.armed
+			}
+			if m.booted >= 0 {
+				quiet = time.After(resetQuiet)
+			}
+			m.mu.Unlock()
 		case <-quiet:
+			quiet = nil
+			m.ops.Lock()
+			if m.spendOnce() {
+				if err := m.setOrder(m.defaultOrder()); err != nil {
+					m.log().Warn("restoring the boot order after a one-time override", "host", m.Name, "err", err)
+				} else {
+					m.log().Info("one-time boot override used", "host", m.Name)
+				}
+			}
+			m.ops.Unlock()
+		case <-m.q.closed:
 			return
-		case <-deadline.C:
-			m.log().Warn("firmware did not reboot after a warm reset", "host", m.Name)
-			return
-		case <-ctx.Done():
+		case <-m.bgCtx.Done():
 			return
 		}
 	}
+}
+
+// spendOnce marks a one-time override that a boot started with as used
+// and reports whether it did. The caller holds ops.
+func (m *Machine) spendOnce() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	used := m.booted >= 0 && m.booted == m.armed && m.boot.Enabled == OverrideOnce
+	m.booted = -1
+	if used {
+		m.boot.Enabled = OverrideDisabled
+	}
+	return used
 }
 
 // reset asks QEMU for a system reset and waits for its RESET event.
@@ -755,8 +785,9 @@ func (m *Machine) AllowedTargets() []string {
 }
 
 // SetBootOverride changes the boot source override. Once applies to the
-// next power on or restart through this BMC; Continuous also to the guest's
-// own reboots. The mode must be the firmware's: a VM cannot switch between
+// next boot, whether a power action through the BMC or the guest's own
+// reboot starts it, and is then spent (Enabled reads Disabled); Continuous
+// applies to every boot. The mode must be the firmware's: a VM cannot switch between
 // SeaBIOS and OVMF at runtime.
 func (m *Machine) SetBootOverride(b BootOverride) error {
 	if !contains(m.AllowedTargets(), b.Target) {
@@ -779,11 +810,13 @@ func (m *Machine) SetBootOverride(b BootOverride) error {
 	defer m.ops.Unlock()
 	m.mu.Lock()
 	m.boot = b
+	m.armed++
+	m.booted = -1 // the boot it is for has not started yet
 	m.mu.Unlock()
-	// A continuous override holds for the guest's reboots as well, so it
-	// goes into the device order now; Once waits for the power on.
+	// The order is set now: the next boot may be the guest's own reboot.
+	// watch puts the default back after a one-time override was used.
 	order := m.defaultOrder()
-	if b.Enabled == OverrideContinuous {
+	if b.Enabled != OverrideDisabled {
 		order = m.orderFor(b.Target)
 	}
 	if m.q == nil {
@@ -792,17 +825,15 @@ func (m *Machine) SetBootOverride(b BootOverride) error {
 	return m.setOrder(order)
 }
 
-// applyOverride sets the device order for the coming boot and reports
-// whether it was a one-time override.
-func (m *Machine) applyOverride() (once bool, err error) {
+// applyOverride sets the device order the override asks for. SetBootOverride
+// did so already; a power on does it again in case a spent override and a
+// new one crossed.
+func (m *Machine) applyOverride() error {
 	b := m.BootOverride()
-	switch b.Enabled {
-	case OverrideOnce:
-		return true, m.setOrder(m.orderFor(b.Target))
-	case OverrideContinuous:
-		return false, m.setOrder(m.orderFor(b.Target))
+	if b.Enabled == OverrideDisabled {
+		return m.setOrder(m.defaultOrder())
 	}
-	return false, m.setOrder(m.defaultOrder())
+	return m.setOrder(m.orderFor(b.Target))
 }
 
 // orderFor is the default order with target's device first.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -50,9 +51,11 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 // TestQEMUThroughVBMC powers a real QEMU VM (SeaBIOS, TCG, a NIC on a hub
 // of its own, no bootable device) through the Redfish service and checks
 // every transition against QEMU's own run state over QMP: off at start,
-// the one-time PXE override (iPXE runs, then the override is spent),
-// forced off, power cycle, restart, the ACPI button (ignored by firmware,
-// as on a real server), and virtual media booted from.
+// the one-time PXE override (the NIC's ROM boots first, then the override
+// is spent and the disk is first again), forced off, power cycle, restart,
+// a one-time override used by a reboot the BMC did not start, the ACPI
+// button (ignored by firmware, as on a real server), and virtual media
+// booted from.
 func TestQEMUThroughVBMC(t *testing.T) {
 	requireQEMU(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -118,7 +121,14 @@ func TestQEMUThroughVBMC(t *testing.T) {
 		t.Helper()
 		var line string
 		waitFor(t, "first boot device "+want, func() (bool, string) {
+			// Lines of the previous boot may still arrive after the
+			// mark: look after the firmware's banner.
 			out := m.Console()[n:]
+			b := strings.Index(out, "SeaBIOS (version")
+			if b < 0 {
+				return false, "no SeaBIOS banner"
+			}
+			out = out[b:]
 			i := strings.Index(out, "Booting from ")
 			if i < 0 {
 				return false, "no boot attempt"
@@ -139,9 +149,11 @@ func TestQEMUThroughVBMC(t *testing.T) {
 	reset(ResetOn)
 	expect("after On", "running", PowerOn)
 	firstBoot(n, "ROM") // the NIC's iPXE option ROM
-	if b := send("GET", "/Systems/vm01", "")["Boot"].(map[string]any); b["BootSourceOverrideEnabled"] != OverrideDisabled {
-		t.Errorf("one-time override not spent after the boot: %v", b)
-	}
+	// Like a real BMC, the override reads Disabled once POST used it.
+	waitFor(t, "one-time override spent after the boot", func() (bool, string) {
+		b := send("GET", "/Systems/vm01", "")["Boot"].(map[string]any)
+		return b["BootSourceOverrideEnabled"] == OverrideDisabled, fmt.Sprint(b["BootSourceOverrideEnabled"])
+	})
 
 	reset(ResetForceOff)
 	expect("after ForceOff", "paused", PowerOff)
@@ -155,6 +167,25 @@ func TestQEMUThroughVBMC(t *testing.T) {
 	n = mark()
 	reset(ResetForceRestart)
 	expect("after ForceRestart", "running", PowerOn)
+	firstBoot(n, "Hard Disk")
+
+	// A one-time override also holds for a reboot the BMC did not start
+	// (a reset straight through QMP stands in for the guest's reboot),
+	// and only for that one.
+	send("PATCH", "/Systems/vm01", `{"Boot":{"BootSourceOverrideTarget":"Pxe","BootSourceOverrideEnabled":"Once"}}`)
+	n = mark()
+	if _, err := m.run("system_reset", nil); err != nil {
+		t.Fatal(err)
+	}
+	firstBoot(n, "ROM")
+	waitFor(t, "one-time override spent after the guest's reboot", func() (bool, string) {
+		b := send("GET", "/Systems/vm01", "")["Boot"].(map[string]any)
+		return b["BootSourceOverrideEnabled"] == OverrideDisabled, fmt.Sprint(b["BootSourceOverrideEnabled"])
+	})
+	n = mark()
+	if _, err := m.run("system_reset", nil); err != nil {
+		t.Fatal(err)
+	}
 	firstBoot(n, "Hard Disk")
 
 	// SeaBIOS and iPXE ignore the ACPI power button: the machine stays on
@@ -222,18 +253,23 @@ func TestQEMUUEFIBootOverride(t *testing.T) {
 			t.Logf("serial console:\n%s", m.Console())
 		}
 	}()
-	// firstLoad returns the first boot option OVMF loads after the
-	// console had n bytes.
+	// firstLoad returns OVMF's first boot attempt after the console had n
+	// bytes: PXE announces itself, a blank disk fails to load.
 	firstLoad := func(n int) string {
 		t.Helper()
 		var line string
-		waitFor(t, "OVMF loads a boot option", func() (bool, string) {
+		waitFor(t, "OVMF tries a boot option", func() (bool, string) {
 			out := m.Console()[n:]
-			i := strings.Index(out, "BdsDxe: loading ")
-			if i < 0 {
-				return false, "nothing loaded"
+			first := -1
+			for _, mark := range []string{">>Start PXE", "BdsDxe: failed to load", "BdsDxe: loading"} {
+				if i := strings.Index(out, mark); i >= 0 && (first < 0 || i < first) {
+					first = i
+				}
 			}
-			line, _, _ = strings.Cut(out[i:], "\n")
+			if first < 0 {
+				return false, "no boot attempt"
+			}
+			line, _, _ = strings.Cut(out[first:], "\n")
 			return true, line
 		})
 		return line
@@ -246,13 +282,19 @@ func TestQEMUUEFIBootOverride(t *testing.T) {
 		t.Fatal(err)
 	}
 	if l := firstLoad(n); !strings.Contains(l, "PXE") {
-		t.Errorf("with PXE once OVMF first loaded %q", l)
+		t.Errorf("with PXE once OVMF first tried %q", l)
 	}
-	n = len(m.Console())
-	if err := m.Reset(ctx, ResetPowerCycle); err != nil {
+	// Off, then a pause so that the console holds all of the PXE boot's
+	// output before the mark.
+	if err := m.Reset(ctx, ResetForceOff); err != nil {
 		t.Fatal(err)
 	}
-	if l := firstLoad(n); strings.Contains(l, "PXE") {
-		t.Errorf("after the one-time override OVMF first loaded %q", l)
+	time.Sleep(time.Second)
+	n = len(m.Console())
+	if err := m.Reset(ctx, ResetOn); err != nil {
+		t.Fatal(err)
+	}
+	if l := firstLoad(n); !strings.Contains(l, "Misc Device") {
+		t.Errorf("after the one-time override OVMF first tried %q, want the disk", l)
 	}
 }

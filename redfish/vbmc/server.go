@@ -71,10 +71,13 @@ type session struct {
 }
 
 const (
-	root          = "/redfish/v1"
-	sessionsPath  = root + "/SessionService/Sessions"
-	registryBase  = "Base.1.8."
-	maxBodyBytes  = 64 << 10
+	root         = "/redfish/v1"
+	sessionsPath = root + "/SessionService/Sessions"
+	registryBase = "Base.1.8."
+	maxBodyBytes = 64 << 10
+	// maxSessions bounds live sessions, as on real BMCs (iDRAC allows
+	// a handful): a client that never logs out cannot grow memory.
+	maxSessions   = 64
 	mediaDeviceID = "CD1"
 )
 
@@ -236,6 +239,16 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	tok := make([]byte, 24)
 	rand.Read(tok)
 	s.mu.Lock()
+	for k, se := range s.sessions {
+		if time.Since(se.lastUsed) >= s.sessionTimeout() {
+			delete(s.sessions, k)
+		}
+	}
+	if len(s.sessions) >= maxSessions {
+		s.mu.Unlock()
+		writeError(w, http.StatusServiceUnavailable, "SessionLimitExceeded", "The session establishment failed due to the number of simultaneous sessions exceeding the limit of the implementation.")
+		return
+	}
 	s.nextID++
 	se := &session{id: fmt.Sprint(s.nextID), token: hex.EncodeToString(tok), user: *body.UserName, lastUsed: time.Now()}
 	s.sessions[se.token] = se
@@ -778,6 +791,8 @@ func resolution(msgID string) string {
 		return "Try the operation again using the appropriate ETag."
 	case "ResourceMissingAtURI":
 		return "Place a valid resource at the URI or correct the URI and resubmit the request."
+	case "SessionLimitExceeded":
+		return "Reduce the number of other sessions before trying to establish the session or increase the limit of simultaneous sessions (if supported)."
 	case "InternalError":
 		return "Resubmit the request. If the problem persists, check the virtual BMC's log."
 	}

@@ -530,3 +530,20 @@ func FuzzRequestBodies(f *testing.F) {
 		s.Systems[0].EjectMedia(context.Background())
 	})
 }
+
+func TestSessionLimit(t *testing.T) {
+	s := &Server{Username: testUser, Password: testPass}
+	login := func() int {
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, httptest.NewRequest("POST", sessionsPath, strings.NewReader(`{"UserName":"admin","Password":"s3cret"}`)))
+		return w.Code
+	}
+	for i := 0; i < maxSessions; i++ {
+		if c := login(); c != 201 {
+			t.Fatalf("login %d: %d", i, c)
+		}
+	}
+	if c := login(); c != 503 {
+		t.Fatalf("login over the limit: %d", c)
+	}
+}
