@@ -1,9 +1,16 @@
-// Package fleet owns what phoenix knows about its hosts: which image each
-// host should boot, what each host last reported, DHCP leases, and the state
-// volume all of that lives on.
+// Package fleet owns what phoenix knows about its hosts and decides what
+// each one boots: the declarative fleet file (hosts, defaults, rollout
+// policy; fleetfile.go), the fleet controller that reconciles desired
+// against reported images through rollouts with canaries, a failure budget,
+// drift and age rebuilds and quarantine (controller.go, ops.go), its
+// durable state behind the StateStore interface with an embedded bbolt
+// implementation (store.go, statestore.go), the REST API over all of it
+// (api.go), and the state volume it lives on (state.go).
 //
-// Today the desired state comes from a hosts file (YAML) and the store is an
-// embedded bbolt database; the fleet controller (rollouts, drift, quarantine)
-// grows here. fleet never speaks DHCP, TFTP or HTTP boot itself: boot/*
-// packages call into it through the small interfaces they define.
+// fleet never speaks DHCP, TFTP or HTTP boot itself: boot/* packages call
+// into it through the small interfaces they define (the Controller is
+// httpboot.Hosts and httpboot.Recorder). Nor does it speak Redfish: BMCs
+// come in through the BMC and BMCDialer interfaces, so the redfish package
+// stays a leaf. The simple hosts file (LoadHosts) is still here for a
+// server without a controller; it is a subset of the fleet file.
 package fleet

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -22,19 +23,47 @@ var (
 	bucketMeta       = []byte("meta")
 )
 
-// schemaVersion is stored in the meta bucket so later releases can migrate.
-const schemaVersion = "1"
+// schemaVersion is stored in the meta bucket; older databases are brought
+// up to it by migrations (statestore.go) when opened.
+var schemaVersion = len(migrations) + 1
 
-// Store is phoenix's embedded transactional state (bbolt): leases, reports
-// and discovered MACs. Every write is committed (fsynced) before the caller
-// is answered, so a killed server loses nothing it acknowledged.
+// Store is phoenix's embedded transactional state (bbolt): leases, reports,
+// discovered MACs and the fleet controller's hosts, rollouts, events and
+// revisions (StateStore). Every write is committed (fsynced) before the
+// caller is answered, so a killed server loses nothing it acknowledged.
 type Store struct {
-	db *bolt.DB
+	db        *bolt.DB
+	maxEvents int
 }
 
-// OpenStore opens or creates the database at path.
+// StoreOptions tune OpenStoreWith.
+type StoreOptions struct {
+	// NoSync skips fsync on commit: for tests and benchmarks only, since a
+	// crash of the machine may then lose acknowledged writes.
+	NoSync bool
+	// MaxEvents bounds the event log; 0 means DefaultMaxEvents.
+	MaxEvents int
+}
+
+// OpenStore opens or creates the database at path, migrating an older
+// schema.
 func OpenStore(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	return OpenStoreWith(path, StoreOptions{})
+}
+
+// OpenStoreWith is OpenStore with options.
+func OpenStoreWith(path string, o StoreOptions) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout: 2 * time.Second,
+		// Mapping room for a large fleet up front saves remapping (and
+		// copying) while a 10,000-host apply commits.
+		InitialMmapSize: 64 << 20,
+		// The free list is rebuilt when the database opens instead of
+		// being written with every commit.
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		NoSync:         o.NoSync,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("state db %s: %w", path, err)
 	}
@@ -45,16 +74,27 @@ func OpenStore(path string) (*Store, error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get([]byte("schema")); v != nil && string(v) != schemaVersion {
-			return fmt.Errorf("schema version %s is newer than this phoenix understands (%s)", v, schemaVersion)
+		version := 1
+		if v := meta.Get([]byte("schema")); v != nil {
+			if version, err = strconv.Atoi(string(v)); err != nil {
+				return fmt.Errorf("schema version %q: %w", v, err)
+			}
 		}
-		return meta.Put([]byte("schema"), []byte(schemaVersion))
+		if version > schemaVersion {
+			return fmt.Errorf("schema version %d is newer than this phoenix understands (%d)", version, schemaVersion)
+		}
+		for ; version < schemaVersion; version++ {
+			if err := migrations[version-1](tx); err != nil {
+				return fmt.Errorf("migrate schema %d to %d: %w", version, version+1, err)
+			}
+		}
+		return meta.Put([]byte("schema"), []byte(strconv.Itoa(schemaVersion)))
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("state db %s: %w", path, err)
 	}
-	return &Store{db: db}, nil
+	return &Store{db: db, maxEvents: o.MaxEvents}, nil
 }
 
 // Close closes the database.

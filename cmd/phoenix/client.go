@@ -100,4 +100,3 @@ func (c *apiClient) sendJSON(cmd *cobra.Command, method, path string, in, out an
 	}
 	return c.do(cmd, method, path, body, "application/json", out)
 }
-

@@ -99,7 +99,7 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.httpAddr, "http-addr", ":80", "HTTP listen address (iPXE scripts, artifacts, API)")
 	f.StringVar(&o.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
 	f.StringVar(&o.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "directory holding undionly.kpxe and ipxe.efi (Debian package ipxe)")
-	f.StringVar(&o.hostsFile, "hosts", "", "hosts file (YAML: name, macs, image NAME:VERSION)")
+	f.StringVar(&o.hostsFile, "hosts", "", "fleet file (YAML: hosts with name, macs, image NAME:VERSION or NAME@CHANNEL, bmc; rollout policy), applied at start when changed")
 	f.StringVar(&o.requireSigned, "require-signed", "", "minisign public key file: boot only image versions it has signed (others get an error script)")
 	f.BoolVar(&o.routerAdvert, "router-advert", false, "send IPv6 router advertisements (lifetime 0) on --interface so iPXE skips its ~13 s IPv6 wait")
 	f.StringVar(&o.syslogAddr, "syslog-addr", "", "UDP address for hosts' syslog (e.g. :514); kept per host under DIR/logs (off when empty)")
@@ -174,14 +174,33 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	hosts, err := fleet.NewHosts(nil)
-	if err != nil {
+	// The fleet controller decides what every host boots; --hosts is a
+	// fleet file (a plain hosts file is one) applied at start when it
+	// differs from the current revision.
+	ctrl := &fleet.Controller{Store: db, Images: store, BMCs: redfishDialer{}, Log: log.With("svc", "fleet")}
+	if err := ctrl.Load(); err != nil {
 		return err
 	}
 	if o.hostsFile != "" {
-		if hosts, err = fleet.LoadHosts(o.hostsFile); err != nil {
-			return err
+		data, err := os.ReadFile(o.hostsFile)
+		if err != nil {
+			return fmt.Errorf("hosts file: %w", err)
 		}
+		if _, err := ctrl.Apply(data, "serve --hosts "+o.hostsFile); err != nil {
+			return fmt.Errorf("hosts file %s: %w", o.hostsFile, err)
+		}
+	}
+	var bootImages httpboot.Images = store
+	if o.requireSigned != "" {
+		b, err := os.ReadFile(o.requireSigned)
+		if err != nil {
+			return fmt.Errorf("--require-signed: %w", err)
+		}
+		key, err := images.ParsePublicKey(b)
+		if err != nil {
+			return fmt.Errorf("--require-signed %s: %w", o.requireSigned, err)
+		}
+		bootImages = images.SignedOnly{Store: store, Key: key}
 	}
 	bootFiles, err := tftp.ResolveFiles(o.ipxeDir, []string{biosBootFile, efi64BootFile}, []string{"snponly.efi", arm64BootFile})
 	if err != nil {
@@ -254,23 +273,15 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	tl := timeline.New(store, reg)
-	bootSrv := &httpboot.Server{Hosts: hosts, Images: store, Recorder: db, BaseURL: baseURL, Log: log.With("svc", "http"), OnEvent: tl.HTTP}
+	bootSrv := &httpboot.Server{Hosts: ctrl, Images: bootImages, Recorder: ctrl, BaseURL: baseURL, Log: log.With("svc", "http"), OnEvent: tl.HTTP}
 	tftpSrv := &tftp.Server{Files: bootFiles, Log: log.With("svc", "tftp"), OnTransfer: tl.TFTP}
-	api := &fleet.API{Hosts: hosts, Images: store, Store: db, Log: log.With("svc", "api")}
+	api := &fleet.API{Controller: ctrl, Images: store, Store: db, Log: log.With("svc", "api")}
 	// The API: reads are open, changes need the token (fleet.RequireToken).
 	apiMux := http.NewServeMux()
 	api.Register(apiMux)
 	// The image store's API. A version is in use (shown, and not
 	// removable) while a host's image ref resolves to it.
-	imagesAPI := &images.API{Store: store, Log: log.With("svc", "images"), Users: func(digest string) []string {
-		var names []string
-		for _, h := range hosts.List() {
-			if img, err := store.Resolve(h.Image); err == nil && img.Digest == digest {
-				names = append(names, h.Name)
-			}
-		}
-		return names
-	}}
+	imagesAPI := &images.API{Store: store, Log: log.With("svc", "images"), Users: ctrl.HostsUsing}
 	imagesAPI.Register(apiMux)
 	apiMux.HandleFunc("GET /api/v1/boots/{mac}", func(w http.ResponseWriter, r *http.Request) {
 		mac, err := net.ParseMAC(r.PathValue("mac"))
@@ -286,14 +297,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	// Phone-home comes from hosts, which hold no token.
 	mux.Handle("POST /api/v1/report", bootSrv.Handler())
 	logs := &hostlogs.Store{Dir: st.Join("logs"), MaxBytes: o.logCap, Log: log.With("svc", "logs"),
-		Known: func(name string) bool {
-			for _, h := range hosts.List() {
-				if h.Name == name {
-					return true
-				}
-			}
-			return false
-		},
+		Known: ctrl.HasHost,
 		HostOf: func(ip net.IP) (string, bool) {
 			leases, err := db.Leases()
 			if err != nil {
@@ -301,7 +305,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 			}
 			for _, l := range leases {
 				if l.IP.Equal(ip) {
-					name, _, ok := hosts.Lookup(l.MAC)
+					name, _, ok := ctrl.Lookup(l.MAC)
 					return name, ok
 				}
 			}
@@ -335,6 +339,21 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if syslogConn != nil {
 		g.Go(func() error { return logs.ServeSyslog(ctx, syslogConn) })
 	}
+	g.Go(func() error { return ctrl.Run(ctx) })
+	// A channel move changes what hosts following it should run: wake the
+	// reconciler now instead of at its next periodic pass.
+	moves, unsubscribe := store.Subscribe()
+	defer unsubscribe()
+	g.Go(func() error {
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-moves:
+				ctrl.Wake()
+			}
+		}
+	})
 	if o.routerAdvert {
 		s := &ra.Sender{Interface: o.iface, Log: log.With("svc", "ra")}
 		g.Go(func() error { return s.Run(ctx) })

@@ -1,0 +1,247 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/phoenixboot/phoenix/fleet/lab"
+)
+
+// TFTP opcodes (RFC 1350, 2347).
+const (
+	opRRQ   = 1
+	opDATA  = 3
+	opACK   = 4
+	opERROR = 5
+	opOACK  = 6
+)
+
+// tftpGet fetches file from server with a minimal RFC 1350/2348 client:
+// RRQ (with blksize unless 512), OACK → ACK 0, DATA → ACK, retransmitting
+// its last packet after a 1 s silence, 5 times at most. It returns the bytes
+// received. Pin/tftp belongs to boot/tftp, and the protocol is tiny.
+func tftpGet(ctx context.Context, server, file string, blksize int) (int64, error) {
+	conn, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	dst, err := net.ResolveUDPAddr("udp4", server)
+	if err != nil {
+		return 0, err
+	}
+	rrq := binary.BigEndian.AppendUint16(nil, opRRQ)
+	rrq = append(append(append(rrq, file...), 0), "octet\x00"...)
+	if blksize != 512 {
+		rrq = append(append(append(rrq, "blksize\x00"...), strconv.Itoa(blksize)...), 0)
+	}
+	last, lastTo := rrq, dst
+	var peer *net.UDPAddr
+	want := uint16(1)
+	size := 512
+	var n int64
+	buf := make([]byte, 65536+4)
+	tries := 0
+	if _, err := conn.WriteToUDP(last, lastTo); err != nil {
+		return 0, err
+	}
+	for {
+		conn.SetReadDeadline(time.Now().Add(time.Second))
+		m, from, err := conn.ReadFromUDP(buf)
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() && ctx.Err() == nil {
+				if tries++; tries > 5 {
+					return n, fmt.Errorf("tftp %s: timed out at block %d", file, want)
+				}
+				conn.WriteToUDP(last, lastTo)
+				continue
+			}
+			return n, err
+		}
+		if m < 4 {
+			continue
+		}
+		if peer == nil {
+			peer = from
+		} else if !from.IP.Equal(peer.IP) || from.Port != peer.Port {
+			continue // not our transfer's TID
+		}
+		op, blk := binary.BigEndian.Uint16(buf), binary.BigEndian.Uint16(buf[2:])
+		switch op {
+		case opOACK:
+			size = oackBlksize(buf[2:m], 512)
+			last, lastTo = ack(0), peer
+		case opDATA:
+			if blk == want {
+				tries = 0
+				n += int64(m - 4)
+				last, lastTo = ack(blk), peer
+				conn.WriteToUDP(last, lastTo)
+				if m-4 < size {
+					return n, nil
+				}
+				want++
+				continue
+			}
+		case opERROR:
+			return n, fmt.Errorf("tftp %s: error %d: %s", file, blk, buf[4:m])
+		default:
+			return n, fmt.Errorf("tftp %s: unexpected opcode %d", file, op)
+		}
+		conn.WriteToUDP(last, lastTo)
+	}
+}
+
+func ack(blk uint16) []byte {
+	return binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, opACK), blk)
+}
+
+// oackBlksize reads blksize from an OACK's option list.
+func oackBlksize(opts []byte, def int) int {
+	var fields []string
+	start := 0
+	for i, c := range opts {
+		if c == 0 {
+			fields = append(fields, string(opts[start:i]))
+			start = i + 1
+		}
+	}
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fields[i] == "blksize" {
+			if v, err := strconv.Atoi(fields[i+1]); err == nil {
+				return v
+			}
+		}
+	}
+	return def
+}
+
+// tftpServers are the TFTP servers under test, each serving e.ipxeDir.
+func (e *env) tftpServers() []dhcpServer {
+	addr := serverIP + ":69"
+	return []dhcpServer{
+		{"phoenix", func(ctx context.Context, dir string) (*lab.Process, error) {
+			return e.startPhoenix(ctx, dir, phoenixOpts{dhcp: "off", ipxeDir: e.ipxeDir, logLevel: "warn"})
+		}},
+		{"tftpd-hpa", func(ctx context.Context, dir string) (*lab.Process, error) {
+			return e.start(ctx, "tftpd-hpa", dir, udpBound(69), "in.tftpd", "-L", "-s", e.ipxeDir, "-a", addr, "-u", "nobody")
+		}},
+		{"dnsmasq", func(ctx context.Context, dir string) (*lab.Process, error) {
+			// --tftp-max: the default of 50 concurrent transfers would refuse
+			// most of the 200 clients; a fair peer is configured for the load.
+			return e.start(ctx, "dnsmasq", dir, udpBound(69), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+				"--enable-tftp", "--tftp-root="+e.ipxeDir, "--listen-address="+serverIP, "--bind-interfaces",
+				"--tftp-max=1000", "--pid-file=", "--user=root")
+		}},
+	}
+}
+
+// benchTFTP: 200 clients fetch the 1 MiB file at once (blksize 1468), and
+// one client fetches the big file at blksize 512, 1468 and 8192.
+func benchTFTP(ctx context.Context, e *env) ([]Row, error) {
+	clients := 200
+	addr := serverIP + ":69"
+	wall := map[string][]float64{}
+	fails := map[string][]float64{}
+	single := map[string]map[int][]float64{}
+	blks := []int{512, 1468, 8192}
+	for run := 0; run < e.o.runs(); run++ {
+		for _, s := range e.tftpServers() {
+			dir, err := e.partDir(fmt.Sprintf("tftp/%s-%d", s.name, run))
+			if err != nil {
+				return nil, err
+			}
+			p, err := s.start(ctx, dir)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+			// The storm: every client at once.
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			failed := 0
+			var firstErr error
+			t0 := time.Now()
+			for range clients {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					n, err := tftpGet(cctx, addr, "undionly.kpxe", 1468)
+					if err == nil && n != 1<<20 {
+						err = fmt.Errorf("got %d bytes", n)
+					}
+					if err != nil {
+						mu.Lock()
+						failed++
+						if firstErr == nil {
+							firstErr = err
+						}
+						mu.Unlock()
+					}
+				}()
+			}
+			wg.Wait()
+			took := time.Since(t0)
+			cancel()
+			wall[s.name] = append(wall[s.name], took.Seconds())
+			fails[s.name] = append(fails[s.name], float64(failed))
+			e.o.logf("tftp run %d %s: %d clients × 1 MiB in %s, %d failed %v", run+1, s.name, clients, took.Round(time.Millisecond), failed, errOrNil(firstErr))
+			if single[s.name] == nil {
+				single[s.name] = map[int][]float64{}
+			}
+			for _, b := range blks {
+				sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+				t0 := time.Now()
+				n, err := tftpGet(sctx, addr, "ipxe.efi", b)
+				cancel()
+				mbps := 0.0
+				if err == nil {
+					mbps = float64(n) / time.Since(t0).Seconds() / 1e6
+				} else {
+					e.o.logf("tftp %s single blksize %d: %v", s.name, b, err)
+				}
+				single[s.name][b] = append(single[s.name][b], mbps)
+			}
+			p.Stop()
+		}
+	}
+	var rows []Row
+	for _, peer := range []string{"tftpd-hpa", "dnsmasq"} {
+		r := Row{Part: "tftp", Metric: fmt.Sprintf("%d × 1 MiB wall time", clients), Unit: "s", Phoenix: wall["phoenix"], PeerName: peer, Peer: wall[peer],
+			Note: fmt.Sprintf("failures phoenix %s, peer %s", num(median(fails["phoenix"])), num(median(fails[peer])))}
+		rows = append(rows, r)
+	}
+	// Goal: ≤ 1.0× the best peer, 0 failures.
+	best := median(wall["tftpd-hpa"])
+	bestName := "tftpd-hpa"
+	if d := median(wall["dnsmasq"]); d < best {
+		best, bestName = d, "dnsmasq"
+	}
+	ok := median(wall["phoenix"]) <= best && median(fails["phoenix"]) == 0
+	for i := range rows {
+		if rows[i].PeerName == bestName {
+			rows[i].Goal, rows[i].Met = "≤ 1.0× best, 0 fail", yesNo(ok)
+		}
+	}
+	for _, b := range blks {
+		for _, peer := range []string{"tftpd-hpa", "dnsmasq"} {
+			rows = append(rows, Row{Part: "tftp", Metric: fmt.Sprintf("1 stream blksize %d", b), Unit: "MB/s",
+				Phoenix: single["phoenix"][b], PeerName: peer, Peer: single[peer][b]})
+		}
+	}
+	return rows, nil
+}
+
+func errOrNil(err error) string {
+	if err == nil {
+		return ""
+	}
+	return "(first: " + err.Error() + ")"
+}
