@@ -30,8 +30,13 @@ type Site struct {
 	HTTPPort int
 	// Image is imported as ImageRef from Kernel and Initrd with Cmdline.
 	ImageRef, Kernel, Initrd, Cmdline string
-	// Hosts are written to the site's hosts file.
-	Hosts []fleet.Host
+	// Hosts are written to the site's hosts file, unless FleetFile (a
+	// whole fleet file: hosts with BMCs, rollout policy) is given.
+	Hosts     []fleet.Host
+	FleetFile string
+	// NetReady says the caller already ran Net.Setup (e.g. because VMs
+	// needed the taps before phoenix starts).
+	NetReady bool
 	// Extra flags for phoenix serve.
 	Extra []string
 	// PreStart are phoenix commands run against the state dir (offline)
@@ -47,8 +52,10 @@ func (s *Site) URL() string { return fmt.Sprintf("http://%s:%d", s.Net.IP(), s.H
 // Start creates the network, imports the image and starts phoenix, waiting
 // until it answers.
 func (s *Site) Start(ctx context.Context) error {
-	if err := s.Net.Setup(); err != nil {
-		return fmt.Errorf("site %s: %w", s.Name, err)
+	if !s.NetReady {
+		if err := s.Net.Setup(); err != nil {
+			return fmt.Errorf("site %s: %w", s.Name, err)
+		}
 	}
 	state := filepath.Join(s.Dir, "state")
 	if err := os.MkdirAll(state, 0o755); err != nil {
@@ -58,6 +65,9 @@ func (s *Site) Start(ctx context.Context) error {
 	data, err := yaml.Marshal(map[string]any{"hosts": s.Hosts})
 	if err != nil {
 		return err
+	}
+	if s.FleetFile != "" {
+		data = []byte(s.FleetFile)
 	}
 	if err := os.WriteFile(hostsFile, data, 0o644); err != nil {
 		return err

@@ -15,14 +15,14 @@ func TestParsePerfdhcp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := parsePerfdhcp(string(out))
+	r, err := parsePerfdhcp(string(out), 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Rate != 663.646 || r.Sent != 5999 || r.Drops != 4007 {
-		t.Errorf("got %+v, want rate 663.646, sent 5999, drops 4007", r)
+	if r.Acks != 1992 || r.Rate != 664 || r.Sent != 5999 || r.Drops != 4007 {
+		t.Errorf("got %+v, want 1992 acks, rate 664, sent 5999, drops 4007", r)
 	}
-	if _, err := parsePerfdhcp("Error initializing"); err == nil {
+	if _, err := parsePerfdhcp("Error initializing", 3); err == nil {
 		t.Error("no error for output without a rate")
 	}
 }

@@ -16,7 +16,8 @@ import (
 
 // perfdhcpResult is one perfdhcp run at one offered rate.
 type perfdhcpResult struct {
-	Rate  float64 // completed DORA exchanges per second
+	Rate  float64 // completed DORA exchanges per second of sending
+	Acks  int     // ACKs received
 	Sent  int     // DISCOVERs sent
 	Drops int     // DISCOVER-OFFER + REQUEST-ACK drops
 }
@@ -26,7 +27,10 @@ var (
 	statsRE = regexp.MustCompile(`(?s)\*\*\*Statistics for: (DISCOVER-OFFER|REQUEST-ACK)\*\*\*\s*sent packets: (\d+)\s*received packets: (\d+)\s*drops: (\d+)`)
 )
 
-func parsePerfdhcp(out string) (perfdhcpResult, error) {
+// parsePerfdhcp reads perfdhcp's report of a run that sent for secs
+// seconds. perfdhcp's own "Rate" divides by the whole run, exit wait (-W)
+// included, so the rate is computed from the ACKs received instead.
+func parsePerfdhcp(out string, secs float64) (perfdhcpResult, error) {
 	var r perfdhcpResult
 	m := rateRE.FindStringSubmatch(out)
 	if m == nil {
@@ -35,9 +39,13 @@ func parsePerfdhcp(out string) (perfdhcpResult, error) {
 	r.Rate, _ = strconv.ParseFloat(m[1], 64)
 	for _, s := range statsRE.FindAllStringSubmatch(out, -1) {
 		sent, _ := strconv.Atoi(s[2])
+		recv, _ := strconv.Atoi(s[3])
 		drops, _ := strconv.Atoi(s[4])
 		if s[1] == "DISCOVER-OFFER" {
 			r.Sent = sent
+		} else {
+			r.Acks = recv
+			r.Rate = float64(recv) / secs
 		}
 		r.Drops += drops
 	}
@@ -141,7 +149,7 @@ func benchDHCP(ctx context.Context, e *env) ([]Row, error) {
 					p.Stop()
 					return nil, fmt.Errorf("perfdhcp against %s at %d/s: %v: %s", s.name, rate, err, tail(out, 400))
 				}
-				r, err := parsePerfdhcp(string(out))
+				r, err := parsePerfdhcp(string(out), float64(secs))
 				if err != nil {
 					p.Stop()
 					return nil, fmt.Errorf("%s: %w", s.name, err)
