@@ -39,8 +39,19 @@ lint: ## gofmt, go vet, staticcheck (pinned by go.mod's tool directive)
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-bench: ## Go benchmarks (import hashing, TFTP, ...)
-	$(GO) test -run='^$$' -bench=. -benchmem ./...
+# Peers the benchmarks measure phoenix against, in the same run.
+BENCH_PKGS := dnsmasq-base kea-admin kea-dhcp4-server tftpd-hpa tftp-hpa nginx-light qemu-system-x86 ipxe
+
+bench: build demo-image ## phoenix vs dnsmasq, Kea, tftpd-hpa, nginx side by side (root; installs them; ~12 min, QUICK=1 ~3 min)
+	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+		for s in nginx tftpd-hpa kea-dhcp4-server; do systemctl disable --now $$s 2>/dev/null || true; done; \
+	fi
+	./$(BIN) lab bench $(if $(QUICK),--quick) --kernel $(DEMO)/vmlinuz --initrd $(DEMO)/initrd.img
+	PHOENIX_PERF=1 $(GO) test -count=1 -run 'TestPerf|TestRolloutOverhead' -v ./images ./fleet
+	$(GO) test -run='^$$' -bench='PlanApply|Import' -benchtime=3x ./fleet ./images
 
 fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 	@for pkg in $$($(GO) list ./...); do \

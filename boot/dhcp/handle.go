@@ -102,13 +102,28 @@ func (r *request) lease() *dhcpv4.DHCPv4 {
 		r.mu.Unlock()
 		return r.nak(ip, reason)
 	}
+	if m, busy := r.st.pending[v]; busy && m != r.mac() {
+		r.mu.Unlock()
+		// The client asks again; by then the other lease is decided.
+		return r.ignore(ip, "address being leased to "+m)
+	}
 	plan := r.st.pool.plan(r.mac(), v)
 	if r.Leases != nil {
 		if plan.evict != "" {
 			r.deleteLease(plan.evict)
 		}
-		// Durable before the client is told.
+		// The store write happens outside the lock, so that concurrent
+		// requests' writes can share one commit (a store that groups
+		// commits, like fleet's, then fsyncs once for many). pending keeps
+		// the address from a second client meanwhile; the pool changes only
+		// once the lease is durable.
+		r.st.pending[v] = r.mac()
+		r.mu.Unlock()
 		err := r.Leases.PutLease(Lease{MAC: r.m.ClientHWAddr, IP: ip, Expiry: expiry, Hostname: hostname})
+		r.mu.Lock()
+		if r.st.pending[v] == r.mac() {
+			delete(r.st.pending, v)
+		}
 		if err != nil {
 			r.mu.Unlock()
 			r.stats.errors.Add(1)
@@ -116,6 +131,7 @@ func (r *request) lease() *dhcpv4.DHCPv4 {
 			return r.ignore(ip, "lease store: "+err.Error())
 		}
 	}
+	// Durable before the client is told.
 	r.st.pool.commit(r.mac(), v, expiry, hostname)
 	r.mu.Unlock()
 

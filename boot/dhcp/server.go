@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,8 +32,9 @@ type Server struct {
 	Leases LeaseStore
 	Log    *slog.Logger
 	// OnEvent, if set, is called for each offer, ack, nak, release,
-	// decline and drop, from the goroutine serving the socket. It must be
-	// cheap: requests wait for it.
+	// decline and drop, from one goroutine at a time (requests are
+	// answered concurrently; calls are serialised). It must be cheap:
+	// requests wait for it.
 	OnEvent func(Event)
 
 	now func() time.Time // tests fix the clock
@@ -40,9 +42,11 @@ type Server struct {
 	initMu sync.Mutex
 	st     *state
 
-	// mu serialises lease decisions and store writes, so an address is
-	// never promised to two clients.
+	// mu serialises lease decisions, so an address is never promised to
+	// two clients. Store writes happen outside it (see state.pending).
 	mu sync.Mutex
+	// eventMu serialises OnEvent calls.
+	eventMu sync.Mutex
 
 	stats struct {
 		received, dropped, ignored, offers, acks, naks, releases,
@@ -55,7 +59,15 @@ type state struct {
 	cfg      Config
 	serverIP net.IP // 4-byte form
 	pool     *pool  // nil in proxy mode
+	// pending holds the addresses whose lease is being written to the
+	// store, and for which MAC; guarded by Server.mu.
+	pending map[uint32]string
 }
+
+// maxInFlight bounds the requests one socket answers at once. Requests
+// are answered concurrently so that a lease store write (an fsync) does
+// not hold up every other client, and concurrent writes can share a commit.
+const maxInFlight = 256
 
 // Event describes one thing the server did, for boot timeline metrics.
 type Event struct {
@@ -119,6 +131,8 @@ func (s *Server) clock() time.Time {
 
 func (s *Server) emit(e Event) {
 	if s.OnEvent != nil {
+		s.eventMu.Lock()
+		defer s.eventMu.Unlock()
 		s.OnEvent(e)
 	}
 }
@@ -134,7 +148,7 @@ func (s *Server) init() (*state, error) {
 	if err := s.Config.withDefaults().validate(); err != nil {
 		return nil, fmt.Errorf("dhcp config: %w", err)
 	}
-	st := &state{cfg: s.Config.withDefaults(), serverIP: s.Config.ServerIP.To4()}
+	st := &state{cfg: s.Config.withDefaults(), serverIP: s.Config.ServerIP.To4(), pending: map[uint32]string{}}
 	if st.cfg.Mode == ModeFull {
 		p, err := newPool(st.cfg)
 		if err != nil {
@@ -171,7 +185,7 @@ type interfaceConn interface {
 }
 
 // Serve answers requests on conn until ctx is done, then closes conn and
-// returns nil. It returns an error if the configuration is invalid or the
+// returns nil once the requests in flight are answered or dropped. It returns an error if the configuration is invalid or the
 // leases cannot be loaded (closing conn as well), or if reading fails.
 //
 // Replies go where RFC 2131 says: to the relay (giaddr) when relayed, by
@@ -194,6 +208,11 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	ic, _ := conn.(interfaceConn)
 	s.log().Info("dhcp serving", "addr", conn.LocalAddr().String(), "mode", st.cfg.Mode.String())
 
+	// Handlers finish before Serve returns (this runs before the deferred
+	// Close above); a reply written after ctx is done just fails.
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, maxInFlight)
 	buf := make([]byte, 64<<10)
 	for {
 		var (
@@ -211,24 +230,38 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			}
 			return fmt.Errorf("dhcp read: %w", err)
 		}
-		out := s.handle(st, buf[:n], src, localPort)
-		if out == nil {
-			continue
+		pkt := slices.Clone(buf[:n])
+		// A full set of handlers stops the reading: the kernel's socket
+		// buffer queues, then drops, as it would for a slow server.
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			s.answer(ctx, conn, ic, st, pkt, ifIndex, src, localPort)
+		}()
+	}
+}
+
+// answer handles one packet and sends the reply, if any.
+func (s *Server) answer(ctx context.Context, conn net.PacketConn, ic interfaceConn, st *state, pkt []byte, ifIndex int, src net.Addr, localPort int) {
+	out := s.handle(st, pkt, src, localPort)
+	if out == nil {
+		return
+	}
+	b := out.msg.ToBytes()
+	var err error
+	if ic != nil && ifIndex > 0 {
+		_, err = ic.writeToInterface(b, ifIndex, out.to)
+	} else {
+		_, err = conn.WriteTo(b, out.to)
+	}
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
+			return
 		}
-		b := out.msg.ToBytes()
-		if ic != nil && ifIndex > 0 {
-			_, err = ic.writeToInterface(b, ifIndex, out.to)
-		} else {
-			_, err = conn.WriteTo(b, out.to)
-		}
-		if err != nil {
-			if ctx.Err() != nil && errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			// A send failure is the client's loss, not the server's end.
-			s.stats.errors.Add(1)
-			s.log().Warn("dhcp send failed", "mac", out.msg.ClientHWAddr.String(), "ip", out.to.IP.String(), "err", err)
-		}
+		// A send failure is the client's loss, not the server's end.
+		s.stats.errors.Add(1)
+		s.log().Warn("dhcp send failed", "mac", out.msg.ClientHWAddr.String(), "ip", out.to.IP.String(), "err", err)
 	}
 }
 

@@ -114,7 +114,7 @@ func (e *env) dhcpServers() []dhcpServer {
 // whose drops stay within dropTolerance, and the rate at the top of the
 // ladder.
 func benchDHCP(ctx context.Context, e *env) ([]Row, error) {
-	rates := []int{100, 250, 500, 1000, 2000, 4000}
+	rates := []int{100, 250, 500, 1000, 2000, 3000, 4000}
 	secs := 5
 	if e.o.Quick {
 		rates, secs = []int{250, 1000, 3000}, 3
