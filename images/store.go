@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -64,6 +65,21 @@ type Store struct {
 	// cache maps a manifest v1.Hash to its Image. Manifests are
 	// content-addressed, so an entry can never be stale.
 	cache sync.Map
+
+	// index caches the parsed index.json: every boot script resolves an
+	// image, and re-reading the file each time put milliseconds on the
+	// script's tail latency. It is keyed by the file's identity (inode,
+	// size, mtime), so a replace by writeIndex or by an outside OCI tool
+	// is seen at once.
+	indexMu  sync.Mutex
+	indexKey indexKey
+	indexVal *v1.IndexManifest
+}
+
+// indexKey identifies one version of index.json on disk.
+type indexKey struct {
+	ino, size int64
+	mtime     time.Time
 }
 
 // Open opens the store in dir, creating an empty OCI layout there if needed.
@@ -119,6 +135,20 @@ func (s *Store) initLayout() error {
 
 // readIndex reads index.json through go-containerregistry's layout reader.
 func (s *Store) readIndex() (*v1.IndexManifest, error) {
+	var key indexKey
+	if fi, err := os.Stat(filepath.Join(string(s.path), "index.json")); err == nil {
+		key = indexKey{size: fi.Size(), mtime: fi.ModTime()}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			key.ino = int64(st.Ino)
+		}
+	}
+	s.indexMu.Lock()
+	if s.indexVal != nil && key == s.indexKey && key.ino != 0 {
+		im := copyIndex(s.indexVal)
+		s.indexMu.Unlock()
+		return im, nil
+	}
+	s.indexMu.Unlock()
 	ii, err := s.path.ImageIndex()
 	if err != nil {
 		return nil, err
@@ -127,13 +157,27 @@ func (s *Store) readIndex() (*v1.IndexManifest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index.json: %w", err)
 	}
+	s.indexMu.Lock()
+	s.indexKey, s.indexVal = key, copyIndex(im)
+	s.indexMu.Unlock()
 	return im, nil
+}
+
+// copyIndex copies the manifest list so that callers may append to or
+// reorder what they were given without touching the cache.
+func copyIndex(im *v1.IndexManifest) *v1.IndexManifest {
+	c := *im
+	c.Manifests = append([]v1.Descriptor(nil), im.Manifests...)
+	return &c
 }
 
 // writeIndex replaces index.json atomically. layout.Path.AppendDescriptor
 // would truncate and rewrite it in place (os.WriteFile, no fsync), so a
 // crash could lose every published version; only the encoding is shared.
 func (s *Store) writeIndex(im *v1.IndexManifest) error {
+	s.indexMu.Lock()
+	s.indexVal = nil
+	s.indexMu.Unlock()
 	im.SchemaVersion = 2
 	im.MediaType = types.OCIImageIndex
 	if im.Manifests == nil {
