@@ -27,7 +27,7 @@ demo-image: ## build the demo image (Debian kernel + our initramfs) into build/d
 
 test: demo-image ## unit tests and the QEMU end-to-end boots (as root; they say why they skip otherwise)
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v /fleet/lab)
+	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v '/fleet/lab$$')
 	@echo "== end-to-end: QEMU VMs netboot from phoenix (boot times below)"
 	$(GO) test -count=1 -timeout 10m -v ./fleet/lab/
 

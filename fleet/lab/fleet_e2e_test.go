@@ -137,23 +137,34 @@ hosts:
 		digest[v] = info.Digest
 	}
 
-	// Watch the invariant: never more than max_unavailable VMs powered on
-	// (a demo host powers itself off once it has reported). Quarantined
-	// hosts are left powered for post-mortem and no longer count.
+	// Watch the invariant from the machines' side: a VM is out of service
+	// from its power-on until its serial console shows the report of that
+	// boot (the demo host then powers itself off). Never more than
+	// max_unavailable at once. Quarantined hosts are left powered for
+	// post-mortem and no longer count.
 	var mu sync.Mutex
 	maxOn, quarantined := 0, map[string]bool{}
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go func() {
+		wasOn := map[string]bool{}
+		reportsAtOn := map[string]int{}
 		for watchCtx.Err() == nil {
-			on := 0
+			out := 0
 			mu.Lock()
 			for _, m := range machines {
-				if st, err := m.PowerState(watchCtx); err == nil && st == vbmc.PowerOn && !quarantined[m.Name] {
-					on++
+				st, err := m.PowerState(watchCtx)
+				on := err == nil && st == vbmc.PowerOn
+				reports := strings.Count(m.Console(), ReportMarker)
+				if on && !wasOn[m.Name] {
+					reportsAtOn[m.Name] = reports
+				}
+				wasOn[m.Name] = on
+				if on && reports == reportsAtOn[m.Name] && !quarantined[m.Name] {
+					out++
 				}
 			}
-			maxOn = max(maxOn, on)
+			maxOn = max(maxOn, out)
 			mu.Unlock()
 			time.Sleep(200 * time.Millisecond)
 		}
