@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,23 +52,7 @@ func diskBootSector() []byte {
 // next power on boots from the disk: the override was for one boot.
 func TestE2EVBMC(t *testing.T) {
 	if !InPrivateNetns() {
-		root := requireLab(t)
-		bin := filepath.Join(t.TempDir(), "phoenix")
-		build := exec.Command("go", "build", "-o", bin, "./cmd/phoenix")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("build phoenix: %v\n%s", err, out)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
-		defer cancel()
-		cmd, err := PrivateNetnsCmd(ctx, []string{os.Args[0], "-test.run=^TestE2EVBMC$", "-test.v", "-test.timeout=8m"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Env = append(cmd.Env, "PHOENIX_BIN="+bin, "PHOENIX_DEMO_DIR="+demoDir(root))
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("e2e in private namespace: %v", err)
-		}
+		runInNetns(t, requireLab(t), "TestE2EVBMC")
 		return
 	}
 	vbmcInNetns(t)
