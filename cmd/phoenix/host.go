@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/phoenixboot/phoenix/fleet"
+	"github.com/phoenixboot/phoenix/fleet/timeline"
 )
 
 func newHostCmd() *cobra.Command {
@@ -105,18 +106,67 @@ func newHostShowCmd() *cobra.Command {
 		Short: "Show one host: spec, assignment, step in flight, quarantine and events",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var d fleet.HostStatusDetail
-			if err := newClient(cmd).getJSON(cmd, hostPath(args[0]), &d); err != nil {
+			var d hostShow
+			c := newClient(cmd)
+			if err := c.getJSON(cmd, hostPath(args[0]), &d.HostStatusDetail); err != nil {
 				return err
 			}
+			d.Boots = fetchBoots(cmd, c, d.MACs)
 			if output == "json" {
 				return emitJSON(d)
 			}
-			return printHostDetail(os.Stdout, d)
+			if err := printHostDetail(os.Stdout, d.HostStatusDetail); err != nil {
+				return err
+			}
+			printBoots(os.Stdout, d.Boots)
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
+}
+
+// hostShow is `host show -o json`: the host and its last network boots,
+// phase by phase (what the boot servers saw).
+type hostShow struct {
+	fleet.HostStatusDetail
+	Boots []timeline.Boot `json:"boots"`
+}
+
+// fetchBoots asks the server for the boot timelines of macs, newest first.
+// A server that cannot answer leaves them out: they are a diagnosis aid.
+func fetchBoots(cmd *cobra.Command, c *apiClient, macs []string) []timeline.Boot {
+	var all []timeline.Boot
+	for _, m := range macs {
+		var b []timeline.Boot
+		if c.getJSON(cmd, "/api/v1/boots/"+url.PathEscape(m), &b) == nil {
+			all = append(all, b...)
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Start.After(all[j].Start) })
+	return all
+}
+
+// printBoots prints boot timelines: when each phase was reached.
+func printBoots(w io.Writer, boots []timeline.Boot) {
+	if len(boots) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nBoots (newest first; time since the first DHCP offer):\n")
+	for _, b := range boots {
+		var parts []string
+		for _, st := range b.Steps {
+			parts = append(parts, fmt.Sprintf("%s %.1fs", st.Phase, st.After.Seconds()))
+		}
+		state := "in progress"
+		switch {
+		case b.Failed != "":
+			state = "failed: " + b.Failed
+		case b.Done:
+			state = "reported"
+		}
+		fmt.Fprintf(w, "  %s %s (%s): %s\n", b.Start.Local().Format(time.DateTime), b.MAC, state, strings.Join(parts, ", "))
+	}
 }
 
 func printHostDetail(w io.Writer, d fleet.HostStatusDetail) error {
@@ -193,6 +243,8 @@ type reimageOutcome struct {
 	Error  string `json:"error,omitempty"`
 	// Events is the host's timeline since the request, oldest first.
 	Events []fleet.Event `json:"events,omitempty"`
+	// Boots are the network boots (phase by phase) since the request.
+	Boots []timeline.Boot `json:"boots,omitempty"`
 }
 
 func newHostReimageCmd() *cobra.Command {
@@ -260,6 +312,11 @@ func waitReimage(cmd *cobra.Command, c *apiClient, req fleet.ReimageRequest, tim
 		switch {
 		case r != nil && r.Digest == req.Target && !r.Time.Before(req.Requested) && d.Step == nil:
 			out.Result = "ready"
+			for _, b := range fetchBoots(cmd, c, d.MACs) {
+				if !b.Start.Before(req.Requested) {
+					out.Boots = append(out.Boots, b)
+				}
+			}
 			return nil
 		case d.Quarantine != "":
 			out.Result, out.Error = "failed", fmt.Sprintf("host %s quarantined: %s", req.Host, d.Quarantine)

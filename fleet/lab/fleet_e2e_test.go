@@ -286,5 +286,36 @@ hosts:
 	delete(quarantined, canary)
 	mu.Unlock()
 	waitFor("the released canary returns to v2", 4*time.Minute, all("2"))
+
+	// What a CI system reflashing a test machine does: reimage one host now
+	// and wait for it; the answer carries the boot's phases.
+	var outcome struct {
+		Result string `json:"result"`
+		Boots  []struct {
+			Steps []struct {
+				Phase string `json:"phase"`
+			} `json:"steps"`
+		} `json:"boots"`
+	}
+	other := names[0]
+	if other == canary {
+		other = names[1]
+	}
+	if err := json.Unmarshal([]byte(cli("host", "reimage", other, "--wait", "--timeout", "4m", "-o", "json")), &outcome); err != nil {
+		t.Fatal(err)
+	}
+	if outcome.Result != "ready" || len(outcome.Boots) == 0 {
+		t.Fatalf("host reimage --wait: %+v", outcome)
+	}
+	var phases []string
+	for _, st := range outcome.Boots[0].Steps {
+		phases = append(phases, st.Phase)
+	}
+	t.Logf("FLEET host reimage %s --wait: %s, phases %s", other, outcome.Result, strings.Join(phases, " "))
+	if show := cli("host", "show", other); !strings.Contains(show, "Boots") || !strings.Contains(show, "report ") {
+		t.Errorf("host show lacks the boot timeline:\n%s", show)
+	} else {
+		t.Logf("host show %s:\n%s", other, show)
+	}
 	t.Logf("history:\n%s", cli("image", "history", "demo"))
 }
