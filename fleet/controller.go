@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -17,6 +18,8 @@ import (
 )
 
 // BMC powers one host (an adapter over redfish.Client; a fake in tests).
+// One that is also an io.Closer (a Redfish session) is closed after each
+// reset: real BMCs allow only a few sessions.
 type BMC interface {
 	// PowerState is the system's power state as the BMC names it ("On",
 	// "Off", …).
@@ -1068,6 +1071,11 @@ func (c *Controller) reset(ctx context.Context, j bmcJob) (string, error) {
 	b, err := c.BMCs.Dial(ctx, j.spec)
 	if err != nil {
 		return "", fmt.Errorf("bmc %s: %w", j.spec.BMC.Endpoint, err)
+	}
+	// A BMC connection may hold a session; real BMCs allow only a few, so
+	// every reset logs out again.
+	if cl, ok := b.(io.Closer); ok {
+		defer cl.Close()
 	}
 	if j.override {
 		if err := b.SetNetworkBootOnce(ctx); err != nil {
