@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,19 +49,7 @@ func TestE2EChannel(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(site.Stop)
-	token, err := os.ReadFile(filepath.Join(dir, "state", fleet.TokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli := func(args ...string) string {
-		cmd := exec.CommandContext(ctx, bin, append(args, "--server", site.URL())...)
-		cmd.Env = append(os.Environ(), "PHOENIX_TOKEN="+strings.TrimSpace(string(token)))
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("phoenix %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	cli := siteCLI(ctx, t, site)
 	digestOf := func(ref string) string {
 		var info images.ImageInfo
 		if err := json.Unmarshal([]byte(cli("image", "show", ref, "-o", "json")), &info); err != nil || info.Digest == "" {

@@ -230,3 +230,16 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// siteCLI returns a function that runs phoenix commands against site and
+// fails the test on error.
+func siteCLI(ctx context.Context, t *testing.T, site *Site) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		out, err := site.CLI(ctx, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+}

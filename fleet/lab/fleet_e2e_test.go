@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -115,19 +114,7 @@ hosts:
 		}
 	}()
 
-	token, err := os.ReadFile(filepath.Join(dir, "state", fleet.TokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli := func(args ...string) string {
-		cmd := exec.CommandContext(ctx, bin, append(args, "--server", site.URL())...)
-		cmd.Env = append(os.Environ(), "PHOENIX_TOKEN="+strings.TrimSpace(string(token)))
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("phoenix %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	cli := siteCLI(ctx, t, site)
 	digest := map[string]string{}
 	for _, v := range []string{"1", "2", "3"} {
 		var info images.ImageInfo

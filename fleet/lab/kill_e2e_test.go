@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -141,19 +140,7 @@ hosts:
 		}
 	}()
 
-	token, err := os.ReadFile(filepath.Join(dir, "state", fleet.TokenFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli := func(args ...string) string {
-		cmd := exec.CommandContext(ctx, bin, append(args, "--server", site.URL())...)
-		cmd.Env = append(os.Environ(), "PHOENIX_TOKEN="+strings.TrimSpace(string(token)))
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("phoenix %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	cli := siteCLI(ctx, t, site)
 	digest := map[string]string{}
 	for _, v := range []string{"1", "2"} {
 		var info images.ImageInfo

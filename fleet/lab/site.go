@@ -148,3 +148,19 @@ exec dnsmasq --no-daemon --conf-file=/dev/null --port=0 --interface=%[1]s --bind
 	}
 	return p, nil
 }
+
+// CLI runs a phoenix command against the site's server with its API
+// token, and returns what it printed.
+func (s *Site) CLI(ctx context.Context, args ...string) (string, error) {
+	token, err := os.ReadFile(filepath.Join(s.Dir, "state", fleet.TokenFile))
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.CommandContext(ctx, s.Phoenix, append(args, "--server", s.URL())...)
+	cmd.Env = append(os.Environ(), "PHOENIX_TOKEN="+strings.TrimSpace(string(token)))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("phoenix %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
