@@ -190,6 +190,9 @@ func e2eInNetns(t *testing.T) {
 		}
 	}
 	if t.Failed() {
+		if b, err := os.ReadFile(filepath.Join(proxy.Dir, "dnsmasq.log")); err == nil {
+			t.Logf("dnsmasq log (tail):\n%s", tail(string(b), 30))
+		}
 		for _, s := range []*Site{full, proxy} {
 			if b, err := os.ReadFile(filepath.Join(s.Dir, "phoenix.log")); err == nil {
 				t.Logf("phoenix %s log (tail):\n%s", s.Name, tail(string(b), 60))

@@ -146,7 +146,25 @@ exec dnsmasq --no-daemon --conf-file=/dev/null --port=0 --interface=%[1]s --bind
 			return nil, fmt.Errorf("ip %s: %v: %s", strings.Join(c, " "), err, out)
 		}
 	}
-	return p, nil
+	// Return only once dnsmasq serves DHCP, so that no VM asks before it
+	// listens (it logs its range when its DHCP socket is up).
+	logPath := filepath.Join(dir, "dnsmasq.log")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(logPath)
+		if strings.Contains(string(b), "DHCP, IP range") {
+			return p, nil
+		}
+		select {
+		case err := <-p.Exited():
+			return nil, fmt.Errorf("dnsmasq exited: %v\n%s", err, b)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			p.Stop()
+			return nil, fmt.Errorf("dnsmasq did not start serving DHCP within 20s:\n%s", b)
+		}
+	}
 }
 
 // CLI runs a phoenix command against the site's server with its API
