@@ -135,6 +135,20 @@ exec dnsmasq --no-daemon --conf-file=/dev/null --port=0 --interface=%[1]s --bind
 	if err != nil {
 		return nil, err
 	}
+	// unshare makes its namespace only after it started: moving the veth
+	// end before that would leave it here, and dnsmasq waiting forever.
+	self, _ := os.Readlink("/proc/self/ns/net")
+	for i := 0; ; i++ {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", p.PID()))
+		if err == nil && ns != self {
+			break
+		}
+		if i == 100 {
+			p.Stop()
+			return nil, fmt.Errorf("dnsmasq's namespace did not appear: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	for _, c := range [][]string{
 		{"link", "add", host, "type", "veth", "peer", "name", peer},
 		{"link", "set", peer, "netns", fmt.Sprint(p.PID())},
