@@ -68,22 +68,12 @@ type HostStatus struct {
 	RefreshAt   time.Time `json:"refresh_at,omitzero"`
 }
 
-// ImageResolver turns an image reference into an image (satisfied by
-// *images.Store).
-type ImageResolver interface {
-	Resolve(ref string) (images.Image, error)
-}
-
-// API serves the fleet under /api/v1 for the CLI and scripts. Requests
-// that change state must be wrapped in RequireToken by the caller.
+// API serves the fleet under /api/v1 for the CLI and scripts: hosts,
+// rollouts, events, plan/apply and revisions. Writes go through
+// RequireToken in the server.
 type API struct {
-	// Hosts and Images answer GET /api/v1/hosts when there is no
-	// Controller (a plain hosts file).
-	Hosts  *Hosts
-	Images ImageResolver
-	Store  *Store
-	// Controller, when set, answers hosts, rollouts, events, plan/apply
-	// and revisions.
+	Store *Store
+	// Controller answers everything but the discovered MACs; required.
 	Controller *Controller
 	Log        *slog.Logger
 }
@@ -110,9 +100,6 @@ const maxFleetFileBytes = 64 << 20
 func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/hosts", a.listHosts)
 	mux.HandleFunc("GET /api/v1/discovered", a.listDiscovered)
-	if a.Controller == nil {
-		return
-	}
 	mux.HandleFunc("GET /api/v1/hosts/{name}", a.showHost)
 	mux.HandleFunc("POST /api/v1/hosts/{name}/{action}", a.hostAction)
 	mux.HandleFunc("GET /api/v1/rollouts", a.listRollouts)
@@ -125,50 +112,8 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/revisions/{n}", a.showRevision)
 }
 
-// Status computes every host's desired-versus-actual status.
-func (a *API) Status() ([]HostStatus, error) {
-	reports, err := a.Store.Reports()
-	if err != nil {
-		return nil, err
-	}
-	out := []HostStatus{}
-	for _, h := range a.Hosts.List() {
-		hs := HostStatus{Host: h, State: StatePending}
-		img, err := a.Images.Resolve(h.Image)
-		if err != nil {
-			hs.State, hs.Error = StateBadImage, err.Error()
-		} else {
-			hs.Digest = img.Digest
-		}
-		var last *Report
-		for _, mac := range h.MACs {
-			if r, ok := reports[mac]; ok && (last == nil || r.Time.After(last.Time)) {
-				last = &r
-			}
-		}
-		hs.LastReport = last
-		if last != nil && hs.State != StateBadImage {
-			hs.State = StateDrift
-			if last.Digest == hs.Digest {
-				hs.State = StateReady
-			}
-		}
-		out = append(out, hs)
-	}
-	return out, nil
-}
-
 func (a *API) listHosts(w http.ResponseWriter, r *http.Request) {
-	if a.Controller != nil {
-		writeJSON(w, a.Controller.Status())
-		return
-	}
-	st, err := a.Status()
-	if err != nil {
-		a.fail(w, err)
-		return
-	}
-	writeJSON(w, st)
+	writeJSON(w, a.Controller.Status())
 }
 
 func (a *API) listDiscovered(w http.ResponseWriter, r *http.Request) {

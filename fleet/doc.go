@@ -11,6 +11,6 @@
 // into it through the small interfaces they define (the Controller is
 // httpboot.Hosts and httpboot.Recorder). Nor does it speak Redfish: BMCs
 // come in through the BMC and BMCDialer interfaces, so the redfish package
-// stays a leaf. The simple hosts file (LoadHosts) is still here for a
-// server without a controller; it is a subset of the fleet file.
+// stays a leaf. A plain list of hosts
+// (name, macs, image) is a valid fleet file.
 package fleet

@@ -14,54 +14,6 @@ import (
 	"github.com/phoenixboot/phoenix/boot/httpboot"
 )
 
-func TestParseHosts(t *testing.T) {
-	tests := []struct {
-		name, yaml string
-		wantErr    []string
-	}{
-		{"ok", "hosts:\n- name: a\n  macs: [52:54:00:00:00:01]\n  image: demo:1\n", nil},
-		{"empty", "", nil},
-		{"dup mac", "hosts:\n- name: a\n  macs: [52:54:00:00:00:01]\n  image: demo:1\n- name: b\n  macs: [52-54-00-00-00-01]\n  image: demo:1\n", []string{"already belongs"}},
-		{"dup name and bad mac and image", "hosts:\n- name: a\n  macs: [zz]\n  image: demo\n- name: a\n  macs: [52:54:00:00:00:02]\n  image: x:1\n", []string{"bad mac", "want NAME:VERSION", "duplicate name"}},
-		{"bad name", "hosts:\n- name: 'a b'\n  macs: [52:54:00:00:00:01]\n  image: demo:1\n", []string{"name must match"}},
-		{"unknown key", "hosts:\n- name: a\n  mac: [52:54:00:00:00:01]\n", []string{"field mac not found"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseHosts([]byte(tt.yaml))
-			if len(tt.wantErr) == 0 {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("want error")
-			}
-			for _, w := range tt.wantErr {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-		})
-	}
-}
-
-func TestHostsLookup(t *testing.T) {
-	h, err := ParseHosts([]byte("hosts:\n- name: a\n  macs: [52:54:00:AA:00:01, 52:54:00:aa:00:02]\n  image: demo:1\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mac, _ := net.ParseMAC("52:54:00:aa:00:02")
-	if name, img, ok := h.Lookup(mac); !ok || name != "a" || img != "demo:1" {
-		t.Fatalf("Lookup = %q %q %v", name, img, ok)
-	}
-	other, _ := net.ParseMAC("52:54:00:aa:00:03")
-	if _, _, ok := h.Lookup(other); ok {
-		t.Fatal("unknown MAC found")
-	}
-}
-
 func TestMountinfo(t *testing.T) {
 	info := `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/vda rw
 40 22 0:35 / /srv/phoenix\040state rw,relatime shared:2 - ext4 /dev/vdb rw

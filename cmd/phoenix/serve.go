@@ -275,7 +275,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	tl := timeline.New(store, reg)
 	bootSrv := &httpboot.Server{Hosts: ctrl, Images: bootImages, Recorder: ctrl, BaseURL: baseURL, Log: log.With("svc", "http"), OnEvent: tl.HTTP}
 	tftpSrv := &tftp.Server{Files: bootFiles, Log: log.With("svc", "tftp"), OnTransfer: tl.TFTP}
-	api := &fleet.API{Controller: ctrl, Images: store, Store: db, Log: log.With("svc", "api")}
+	api := &fleet.API{Controller: ctrl, Store: db, Log: log.With("svc", "api")}
 	// The API: reads are open, changes need the token (fleet.RequireToken).
 	apiMux := http.NewServeMux()
 	api.Register(apiMux)
