@@ -256,6 +256,12 @@ var migrations = []func(tx *bolt.Tx) error{
 		}
 		return nil
 	},
+	// 2 → 3: the lease journal. An older phoenix would not read it and
+	// could hand out addresses the journal holds, hence the version.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketLeaseLog)
+		return err
+	},
 }
 
 // DefaultMaxEvents bounds the event log; the oldest events go first.

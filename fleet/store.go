@@ -11,7 +11,6 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/phoenixboot/phoenix/boot/dhcp"
 	"github.com/phoenixboot/phoenix/boot/httpboot"
 )
 
@@ -34,6 +33,8 @@ var schemaVersion = len(migrations) + 1
 type Store struct {
 	db        *bolt.DB
 	maxEvents int
+	// leases group-commits DHCP lease writes (leases.go).
+	leases groupCommit
 }
 
 // StoreOptions tune OpenStoreWith.
@@ -88,7 +89,11 @@ func OpenStoreWith(path string, o StoreOptions) (*Store, error) {
 				return fmt.Errorf("migrate schema %d to %d: %w", version, version+1, err)
 			}
 		}
-		return meta.Put([]byte("schema"), []byte(strconv.Itoa(schemaVersion)))
+		if err := meta.Put([]byte("schema"), []byte(strconv.Itoa(schemaVersion))); err != nil {
+			return err
+		}
+		// Start with an empty lease journal (leases.go).
+		return foldLeases(tx, 0)
 	})
 	if err != nil {
 		db.Close()
@@ -99,52 +104,6 @@ func OpenStoreWith(path string, o StoreOptions) (*Store, error) {
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
-
-// leaseRecord is the stored form of a DHCP lease.
-type leaseRecord struct {
-	MAC      string    `json:"mac"`
-	IP       string    `json:"ip"`
-	Expiry   time.Time `json:"expiry"`
-	Hostname string    `json:"hostname,omitempty"`
-}
-
-// Leases returns every stored lease (dhcp.LeaseStore).
-func (s *Store) Leases() ([]dhcp.Lease, error) {
-	var out []dhcp.Lease
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLeases).ForEach(func(_, v []byte) error {
-			var r leaseRecord
-			if err := json.Unmarshal(v, &r); err != nil {
-				return err
-			}
-			mac, err := net.ParseMAC(r.MAC)
-			if err != nil {
-				return err
-			}
-			out = append(out, dhcp.Lease{MAC: mac, IP: net.ParseIP(r.IP).To4(), Expiry: r.Expiry, Hostname: r.Hostname})
-			return nil
-		})
-	})
-	return out, err
-}
-
-// PutLease stores a lease durably (dhcp.LeaseStore).
-func (s *Store) PutLease(l dhcp.Lease) error {
-	v, err := json.Marshal(leaseRecord{MAC: l.MAC.String(), IP: l.IP.String(), Expiry: l.Expiry, Hostname: l.Hostname})
-	if err != nil {
-		return err
-	}
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLeases).Put([]byte(l.MAC.String()), v)
-	})
-}
-
-// DeleteLease forgets the lease of mac (dhcp.LeaseStore).
-func (s *Store) DeleteLease(mac net.HardwareAddr) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketLeases).Delete([]byte(mac.String()))
-	})
-}
 
 // Report is a stored phone-home report.
 type Report struct {

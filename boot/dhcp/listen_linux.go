@@ -10,6 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// rcvBuf is the receive buffer asked for on DHCP sockets.
+const rcvBuf = 8 << 20
+
 // Listen opens a UDP socket on addr (":67", or ":4011" for a proxy's boot
 // server port) that may send broadcasts. With iface set the socket is bound
 // to that interface (SO_BINDTODEVICE), so it sees and answers only that
@@ -26,6 +29,16 @@ func Listen(iface string, addr string) (net.PacketConn, error) {
 			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
 				serr = fmt.Errorf("SO_BROADCAST: %w", serr)
 				return
+			}
+			// A rack powering on at once sends its DISCOVERs in one burst,
+			// and a lease commit (an fsync) can hold the answers up for
+			// tens of milliseconds. The default buffer (~200 KiB, a few
+			// hundred packets) then overflows and clients wait seconds
+			// to retry; a larger one rides the burst out. FORCE lifts
+			// rmem_max's cap when we are privileged; otherwise ask for
+			// what rmem_max allows. Neither failing is fatal.
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBuf) != nil {
+				_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBuf)
 			}
 			if iface != "" {
 				if serr = unix.BindToDevice(int(fd), iface); serr != nil {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -67,7 +66,10 @@ type state struct {
 // maxInFlight bounds the requests one socket answers at once. Requests
 // are answered concurrently so that a lease store write (an fsync) does
 // not hold up every other client, and concurrent writes can share a commit.
-const maxInFlight = 256
+// The bound is well above what one commit window collects at thousands of
+// exchanges a second, so the reader keeps reading (offers need no write)
+// while a commit is under way; each waiting request costs a few KiB.
+const maxInFlight = 2048
 
 // Event describes one thing the server did, for boot timeline metrics.
 type Event struct {
@@ -230,21 +232,46 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			}
 			return fmt.Errorf("dhcp read: %w", err)
 		}
-		pkt := slices.Clone(buf[:n])
+		// FromBytes copies what it keeps, so buf is free again after it.
+		req := s.parse(buf[:n])
+		if req == nil {
+			continue
+		}
+		if !s.mayWrite(st, req, localPort) {
+			// Offers, proxy and boot server answers need no store write:
+			// answering them here costs no goroutine, and under a storm
+			// keeps them flowing while leases wait for their commit.
+			s.answer(ctx, conn, ic, s.respond(st, req, src, localPort), ifIndex)
+			continue
+		}
 		// A full set of handlers stops the reading: the kernel's socket
 		// buffer queues, then drops, as it would for a slow server.
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			s.answer(ctx, conn, ic, st, pkt, ifIndex, src, localPort)
+			s.answer(ctx, conn, ic, s.respond(st, req, src, localPort), ifIndex)
 		}()
 	}
 }
 
-// answer handles one packet and sends the reply, if any.
-func (s *Server) answer(ctx context.Context, conn net.PacketConn, ic interfaceConn, st *state, pkt []byte, ifIndex int, src net.Addr, localPort int) {
-	out := s.handle(st, pkt, src, localPort)
+// mayWrite reports whether answering req may wait on the lease store: a
+// full-mode REQUEST, RELEASE or DECLINE on the DHCP port. (A DISCOVER that
+// takes over an expired lease deletes it too, but only once the pool has
+// run out of unused addresses.)
+func (s *Server) mayWrite(st *state, req *dhcpv4.DHCPv4, localPort int) bool {
+	if s.Leases == nil || st.cfg.Mode != ModeFull || localPort == PXEPort {
+		return false
+	}
+	switch req.MessageType() {
+	case dhcpv4.MessageTypeRequest, dhcpv4.MessageTypeRelease, dhcpv4.MessageTypeDecline:
+		return true
+	}
+	return false
+}
+
+// answer sends out, if not nil.
+func (s *Server) answer(ctx context.Context, conn net.PacketConn, ic interfaceConn, out *outPacket, ifIndex int) {
 	if out == nil {
 		return
 	}
@@ -274,6 +301,16 @@ type outPacket struct {
 // handle decides the answer to one packet. It does no I/O besides the lease
 // store, so tests and the fuzzer drive it directly.
 func (s *Server) handle(st *state, b []byte, src net.Addr, localPort int) *outPacket {
+	req := s.parse(b)
+	if req == nil {
+		return nil
+	}
+	return s.respond(st, req, src, localPort)
+}
+
+// parse decodes one packet and checks it is a request we can answer,
+// counting it; a malformed one is counted, reported and gives nil.
+func (s *Server) parse(b []byte) *dhcpv4.DHCPv4 {
 	s.stats.received.Add(1)
 	req, err := dhcpv4.FromBytes(b)
 	if err != nil {
@@ -291,6 +328,11 @@ func (s *Server) handle(st *state, b []byte, src net.Addr, localPort int) *outPa
 		s.malformed(req.ClientHWAddr, "no message type")
 		return nil
 	}
+	return req
+}
+
+// respond decides the answer to a parsed request (nil: no answer).
+func (s *Server) respond(st *state, req *dhcpv4.DHCPv4, src net.Addr, localPort int) *outPacket {
 	r := &request{Server: s, st: st, m: req, cl: classify(req), src: src, bootPort: localPort != ServerPort}
 	var resp *dhcpv4.DHCPv4
 	switch {

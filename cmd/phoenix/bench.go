@@ -24,7 +24,7 @@ func newLabBenchCmd() *cobra.Command {
 [min–max] spreads and phoenix/peer ratios. Needs root and the Debian packages
 dnsmasq-base kea-admin kea-dhcp4-server tftpd-hpa nginx-light
 qemu-system-x86 ipxe, and the demo image (make demo-image).
---quick finishes in a few minutes; the full run takes about 20.`,
+--quick finishes in a few minutes; the full run takes about 12.`,
 		Example: `  phoenix lab bench --quick
   phoenix lab bench --only dhcp,storm --work /tmp/bench`,
 		Args: cobra.NoArgs,

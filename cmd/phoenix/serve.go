@@ -246,7 +246,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		if _, ok := bootFiles[arm64BootFile]; ok {
 			cfg.ARM64BootFile = arm64BootFile
 		}
-		dhcpSrv = &dhcp.Server{Config: cfg, Leases: db.GroupCommitLeases(), Log: log.With("svc", "dhcp")}
+		dhcpSrv = &dhcp.Server{Config: cfg, Leases: db, Log: log.With("svc", "dhcp")}
 		addrs := []string{":67"}
 		if cfg.Mode == dhcp.ModeProxy {
 			addrs = append(addrs, ":4011")

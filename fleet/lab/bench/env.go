@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -181,6 +182,8 @@ type phoenixOpts struct {
 	logLevel string
 	// image, when set, is imported first: ref, kernel, initrd.
 	image [3]string
+	// pin, when set, prefixes the command (serverCPU).
+	pin []string
 }
 
 // startPhoenix imports the image (if any) into a fresh state dir under dir
@@ -197,10 +200,10 @@ func (e *env) startPhoenix(ctx context.Context, dir string, po phoenixOpts) (*la
 			return nil, fmt.Errorf("phoenix image import: %v: %s", err, out)
 		}
 	}
-	args := []string{e.o.Phoenix, "serve", "--state", state, "--state-allow-shared",
+	args := append(slices.Clone(po.pin), e.o.Phoenix, "serve", "--state", state, "--state-allow-shared",
 		"--interface", serverIface, "--dhcp", po.dhcp,
-		"--http-addr", fmt.Sprintf("%s:%d", serverIP, httpPort), "--tftp-addr", serverIP + ":69",
-		"--ipxe-dir", po.ipxeDir, "--log-level", po.logLevel}
+		"--http-addr", fmt.Sprintf("%s:%d", serverIP, httpPort), "--tftp-addr", serverIP+":69",
+		"--ipxe-dir", po.ipxeDir, "--log-level", po.logLevel)
 	if po.dhcp == "full" {
 		args = append(args, "--dhcp-range", poolFirst+"-"+poolLast)
 	}

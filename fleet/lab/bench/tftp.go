@@ -124,16 +124,16 @@ func oackBlksize(opts []byte, def int) int {
 }
 
 // tftpServers are the TFTP servers under test, each serving e.ipxeDir.
-func (e *env) tftpServers() []dhcpServer {
+func (e *env) tftpServers() []server {
 	addr := serverIP + ":69"
-	return []dhcpServer{
-		{"phoenix", func(ctx context.Context, dir string) (*lab.Process, error) {
+	return []server{
+		{name: "phoenix", start: func(ctx context.Context, dir string) (*lab.Process, error) {
 			return e.startPhoenix(ctx, dir, phoenixOpts{dhcp: "off", ipxeDir: e.ipxeDir, logLevel: "warn"})
 		}},
-		{"tftpd-hpa", func(ctx context.Context, dir string) (*lab.Process, error) {
+		{name: "tftpd-hpa", start: func(ctx context.Context, dir string) (*lab.Process, error) {
 			return e.start(ctx, "tftpd-hpa", dir, udpBound(69), "in.tftpd", "-L", "-s", e.ipxeDir, "-a", addr, "-u", "nobody")
 		}},
-		{"dnsmasq", func(ctx context.Context, dir string) (*lab.Process, error) {
+		{name: "dnsmasq", start: func(ctx context.Context, dir string) (*lab.Process, error) {
 			// --tftp-max: the default of 50 concurrent transfers would refuse
 			// most of the 200 clients; a fair peer is configured for the load.
 			return e.start(ctx, "dnsmasq", dir, udpBound(69), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
