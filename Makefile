@@ -60,7 +60,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 		done; \
 	done
 
-lab: deps build demo-image ## the QEMU lab: phoenix + two VMs that netboot from it (root; Ctrl-C ends it)
+lab: deps build demo-image ## the QEMU lab: phoenix, a virtual BMC and three VMs (BIOS, UEFI, BIOS) that netboot from it (root; Ctrl-C ends it)
 	./$(BIN) lab --kernel $(DEMO)/vmlinuz --initrd $(DEMO)/initrd.img
 
 run: build ## run phoenix serve with ARGS (e.g. make run ARGS='--state /srv/phoenix --interface eth1 ...')
