@@ -100,13 +100,21 @@ func forEachLease(b *bolt.Bucket, fn func(leaseRecord)) error {
 // PutLease stores l durably (dhcp.LeaseStore). Concurrent calls share
 // one commit (groupCommit); each returns once its write is committed, so
 // the DHCP server acknowledges only durable leases.
-func (s *Store) PutLease(l dhcp.Lease) error {
-	return s.leases.do(s.db, leaseRecord{MAC: l.MAC.String(), IP: l.IP.String(), Expiry: l.Expiry, Hostname: l.Hostname})
-}
+func (s *Store) PutLease(l dhcp.Lease) error { return s.QueuePutLease(l)() }
 
 // DeleteLease forgets the lease of mac, durably (dhcp.LeaseStore).
-func (s *Store) DeleteLease(mac net.HardwareAddr) error {
-	return s.leases.do(s.db, leaseRecord{MAC: mac.String(), Deleted: true})
+func (s *Store) DeleteLease(mac net.HardwareAddr) error { return s.QueueDeleteLease(mac)() }
+
+// QueuePutLease queues l's write and returns the wait for its commit
+// (dhcp.LeaseQueue).
+func (s *Store) QueuePutLease(l dhcp.Lease) (wait func() error) {
+	return s.leases.queue(s.db, leaseRecord{MAC: l.MAC.String(), IP: l.IP.String(), Expiry: l.Expiry, Hostname: l.Hostname})
+}
+
+// QueueDeleteLease queues the removal of mac's lease and returns the wait
+// for its commit (dhcp.LeaseQueue).
+func (s *Store) QueueDeleteLease(mac net.HardwareAddr) (wait func() error) {
+	return s.leases.queue(s.db, leaseRecord{MAC: mac.String(), Deleted: true})
 }
 
 // groupCommit commits queued lease writes in batches. The writer that
@@ -119,9 +127,9 @@ func (s *Store) DeleteLease(mac net.HardwareAddr) error {
 // a fixed delay and, under load, queues many small batches behind its
 // writer lock, each paying a full commit.)
 type groupCommit struct {
-	mu    sync.Mutex
-	queue []*leaseOp
-	busy  bool // a leader is committing, or the lead is being handed over
+	mu   sync.Mutex
+	ops  []*leaseOp
+	busy bool // a leader is committing, or the lead is being handed over
 	// last is when the latest commit began; only the leader touches it.
 	last time.Time
 }
@@ -137,25 +145,37 @@ type opResult struct {
 	lead bool // not done: commit the queue (which holds this op) instead
 }
 
-func (g *groupCommit) do(db *bolt.DB, rec leaseRecord) error {
+// queue appends rec to the queue; the returned wait blocks until it is
+// committed, and commits the queue itself if this write leads. Every
+// wait must be called: a lead handed to a write nobody waits for would
+// stall the queue.
+func (g *groupCommit) queue(db *bolt.DB, rec leaseRecord) (wait func() error) {
 	op := &leaseOp{rec: rec, done: make(chan opResult, 1)}
 	g.mu.Lock()
-	g.queue = append(g.queue, op)
+	g.ops = append(g.ops, op)
 	lead := !g.busy
 	g.busy = true
 	g.mu.Unlock()
-	if !lead {
-		if r := <-op.done; !r.lead {
-			return r.err
+	return func() error {
+		if !lead {
+			if r := <-op.done; !r.lead {
+				return r.err
+			}
 		}
+		return g.commit(db, op)
 	}
+}
+
+// commit is the leader's part: it commits the queue, which holds op, and
+// hands the lead on.
+func (g *groupCommit) commit(db *bolt.DB, op *leaseOp) error {
 	if wait := minCommitGap - time.Since(g.last); wait > 0 {
 		time.Sleep(wait)
 	}
 	g.last = time.Now()
 	g.mu.Lock()
-	batch := g.queue
-	g.queue = nil
+	batch := g.ops
+	g.ops = nil
 	g.mu.Unlock()
 
 	var journal uint64
@@ -188,7 +208,7 @@ func (g *groupCommit) do(db *bolt.DB, rec leaseRecord) error {
 		}
 	}
 	g.mu.Lock()
-	idle := len(g.queue) == 0
+	idle := len(g.ops) == 0
 	g.mu.Unlock()
 	// Folding is the leader's too: it is the only writer now.
 	if err == nil && (journal >= foldForce || (idle && journal >= foldQuiet)) {
@@ -196,8 +216,8 @@ func (g *groupCommit) do(db *bolt.DB, rec leaseRecord) error {
 		_ = db.Update(func(tx *bolt.Tx) error { return foldLeases(tx, foldSlice) })
 	}
 	g.mu.Lock()
-	if len(g.queue) > 0 {
-		next := g.queue[0]
+	if len(g.ops) > 0 {
+		next := g.ops[0]
 		g.mu.Unlock()
 		next.done <- opResult{lead: true}
 	} else {

@@ -98,3 +98,89 @@ func TestPendingAddressNotLeasedTwice(t *testing.T) {
 		t.Errorf("%d ACKs for one address, want 1", acks.Load())
 	}
 }
+
+// gatedQueue is a LeaseQueue whose waits block until gate is closed, and
+// which records the order writes were queued in.
+type gatedQueue struct {
+	MemLeases
+	gate  chan struct{}
+	mu    sync.Mutex
+	order []string
+}
+
+func (q *gatedQueue) record(s string) {
+	q.mu.Lock()
+	q.order = append(q.order, s)
+	q.mu.Unlock()
+}
+
+func (q *gatedQueue) QueuePutLease(l Lease) func() error {
+	q.record("put " + l.MAC.String())
+	return func() error { <-q.gate; return q.MemLeases.PutLease(l) }
+}
+
+func (q *gatedQueue) QueueDeleteLease(mac net.HardwareAddr) func() error {
+	q.record("delete " + mac.String())
+	return func() error { <-q.gate; return q.MemLeases.DeleteLease(mac) }
+}
+
+// TestLeaseQueueOutsideLock: with a store that queues writes, a RELEASE
+// whose delete is not yet durable holds up no other client (the server
+// waits for it outside its lock), and the store sees the writes in the
+// order the server decided them.
+func TestLeaseQueueOutsideLock(t *testing.T) {
+	store := &gatedQueue{gate: make(chan struct{})}
+	close(store.gate)
+	ts := newTestServer(t, labConfig(), store)
+	ip := ts.dora(t, mac(1))
+
+	store.gate = make(chan struct{})
+	released := make(chan struct{})
+	go func() {
+		ts.do(t, pkt(t, dhcpv4.MessageTypeRelease, mac(1), dhcpv4.WithClientIP(ip)))
+		close(released)
+	}()
+	// The release is queued, and waits for the gate.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		store.mu.Lock()
+		n := len(store.order)
+		store.mu.Unlock()
+		if n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("release never queued its delete")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	offered := make(chan *dhcpv4.DHCPv4, 1)
+	go func() {
+		resp, _ := ts.do(t, pkt(t, dhcpv4.MessageTypeDiscover, mac(2)))
+		offered <- resp
+	}()
+	select {
+	case resp := <-offered:
+		if resp == nil || resp.MessageType() != dhcpv4.MessageTypeOffer {
+			t.Errorf("discover during a pending release got %v, want an offer", resp)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("discover waited for another client's pending delete")
+	}
+	select {
+	case <-released:
+		t.Fatal("release returned before its delete was durable")
+	default:
+	}
+	close(store.gate)
+	<-released
+	want := []string{"put " + mac(1).String(), "delete " + mac(1).String()}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	if len(store.order) != 2 || store.order[0] != want[0] || store.order[1] != want[1] {
+		t.Errorf("store saw %v, want %v", store.order, want)
+	}
+	if l, _ := store.Leases(); len(l) != 0 {
+		t.Errorf("leases after release: %v", l)
+	}
+}

@@ -50,10 +50,16 @@ func (r *request) discover() *dhcpv4.DHCPv4 {
 	now := r.clock()
 	r.mu.Lock()
 	v, evicted, ok := r.st.pool.offer(r.mac(), now)
+	var deleted func()
 	if ok && evicted != "" {
-		r.deleteLease(evicted)
+		deleted = r.deleteLease(evicted)
 	}
 	r.mu.Unlock()
+	if deleted != nil {
+		// The offer need not wait for the old lease's removal, and this
+		// may run on the socket's reading goroutine.
+		go deleted()
+	}
 	if !ok {
 		r.log().Warn("address pool exhausted", "mac", r.mac())
 		return r.ignore(nil, "pool exhausted")
@@ -109,17 +115,23 @@ func (r *request) lease() *dhcpv4.DHCPv4 {
 	}
 	plan := r.st.pool.plan(r.mac(), v)
 	if r.Leases != nil {
+		// Both writes are queued under the lock, in the order decided
+		// here, and waited for outside it, so that concurrent requests'
+		// writes can share one commit (a store that groups commits, like
+		// fleet's, then fsyncs once for many). pending keeps the address
+		// from a second client meanwhile; the pool changes only once the
+		// lease is durable.
+		var deleted func()
 		if plan.evict != "" {
-			r.deleteLease(plan.evict)
+			deleted = r.deleteLease(plan.evict)
 		}
-		// The store write happens outside the lock, so that concurrent
-		// requests' writes can share one commit (a store that groups
-		// commits, like fleet's, then fsyncs once for many). pending keeps
-		// the address from a second client meanwhile; the pool changes only
-		// once the lease is durable.
+		stored := r.queuePut(Lease{MAC: r.m.ClientHWAddr, IP: ip, Expiry: expiry, Hostname: hostname})
 		r.st.pending[v] = r.mac()
 		r.mu.Unlock()
-		err := r.Leases.PutLease(Lease{MAC: r.m.ClientHWAddr, IP: ip, Expiry: expiry, Hostname: hostname})
+		if deleted != nil {
+			deleted()
+		}
+		err := stored()
 		r.mu.Lock()
 		if r.st.pending[v] == r.mac() {
 			delete(r.st.pending, v)
@@ -163,10 +175,14 @@ func (r *request) release() *dhcpv4.DHCPv4 {
 	ip := r.m.ClientIPAddr
 	r.mu.Lock()
 	ok := r.st.pool.release(r.mac(), ipToU32(ip), r.clock())
+	var deleted func()
 	if ok {
-		r.deleteLease(r.mac())
+		deleted = r.deleteLease(r.mac())
 	}
 	r.mu.Unlock()
+	if deleted != nil {
+		deleted()
+	}
 	if !ok {
 		return r.ignore(ip, "release of an address the client does not hold")
 	}
@@ -183,10 +199,14 @@ func (r *request) decline() *dhcpv4.DHCPv4 {
 	}
 	r.mu.Lock()
 	ok := r.st.pool.decline(r.mac(), ipToU32(ip), r.clock())
+	var deleted func()
 	if ok {
-		r.deleteLease(r.mac())
+		deleted = r.deleteLease(r.mac())
 	}
 	r.mu.Unlock()
+	if deleted != nil {
+		deleted()
+	}
 	if !ok {
 		return r.ignore(ip, "decline of an address the client does not hold")
 	}
@@ -212,21 +232,42 @@ func (r *request) inform() *dhcpv4.DHCPv4 {
 	return resp
 }
 
-// deleteLease removes a lease from the store. The caller holds r.mu. A
-// failure leaves a stale record, which the next load ignores or the next
-// PutLease of that client replaces, so it is logged, not fatal.
-func (r *request) deleteLease(mac string) {
+// deleteLease queues the removal of mac's lease from the store; the caller
+// holds r.mu, and calls the returned wait (nil without a store) after
+// releasing it. A failure leaves a stale record, which the next load
+// ignores or the next PutLease of that client replaces, so it is logged,
+// not fatal.
+func (r *request) deleteLease(mac string) (wait func()) {
 	if r.Leases == nil {
-		return
+		return nil
 	}
 	hw, err := net.ParseMAC(mac)
-	if err == nil {
-		err = r.Leases.DeleteLease(hw)
-	}
 	if err != nil {
 		r.stats.errors.Add(1)
 		r.log().Error("lease not deleted", "mac", mac, "err", err)
+		return nil
 	}
+	var deleted func() error
+	if q, ok := r.Leases.(LeaseQueue); ok {
+		deleted = q.QueueDeleteLease(hw)
+	} else {
+		deleted = func() error { return r.Leases.DeleteLease(hw) }
+	}
+	return func() {
+		if err := deleted(); err != nil {
+			r.stats.errors.Add(1)
+			r.log().Error("lease not deleted", "mac", mac, "err", err)
+		}
+	}
+}
+
+// queuePut queues l's write (see LeaseQueue); the caller holds r.mu and
+// calls the returned wait after releasing it.
+func (r *request) queuePut(l Lease) (wait func() error) {
+	if q, ok := r.Leases.(LeaseQueue); ok {
+		return q.QueuePutLease(l)
+	}
+	return func() error { return r.Leases.PutLease(l) }
 }
 
 // addNetwork adds the address configuration of full mode.

@@ -29,6 +29,18 @@ type LeaseStore interface {
 	DeleteLease(mac net.HardwareAddr) error
 }
 
+// LeaseQueue is implemented by lease stores whose writes are slow (an
+// fsync) and can be queued. A Queue call fixes the write's place in the
+// store's order at once; the returned wait blocks until the write is
+// durable and must always be called. The server queues while it holds its
+// lock, so the store sees writes in the order the server decided them,
+// and waits after releasing it, so one client's commit holds up no other.
+// A store that is not a LeaseQueue is written at wait time.
+type LeaseQueue interface {
+	QueuePutLease(l Lease) (wait func() error)
+	QueueDeleteLease(mac net.HardwareAddr) (wait func() error)
+}
+
 // MemLeases is a LeaseStore in memory, for tests and for running without
 // state. The zero value is empty and ready to use.
 type MemLeases struct {
