@@ -308,3 +308,52 @@ func TestConfigErrors(t *testing.T) {
 		t.Errorf("minimal proxy config: %v", err)
 	}
 }
+
+// TestExhaustedPoolFreesUp: once a scan finds the pool full, DISCOVERs are
+// refused without scanning again, yet an address is offered as soon as a
+// release, a decline's hold running out, or a lease's expiry frees one.
+func TestExhaustedPoolFreesUp(t *testing.T) {
+	c := labConfig()
+	c.PoolStart, c.PoolEnd = net.IPv4(10, 99, 0, 100), net.IPv4(10, 99, 0, 102)
+	ts := newTestServer(t, c, nil)
+	var ips []net.IP
+	for i := byte(1); i <= 3; i++ {
+		ips = append(ips, ts.dora(t, mac(i)))
+	}
+	stranger := byte(100) // a new client for each check
+	full := func(when string) {
+		t.Helper()
+		stranger++
+		if resp, _ := ts.do(t, pkt(t, dhcpv4.MessageTypeDiscover, mac(stranger))); resp != nil {
+			t.Fatalf("%s: offer %s from a full pool", when, resp.YourIPAddr)
+		}
+	}
+	full("all leased")
+	if want := ts.now.Add(ts.st.cfg.LeaseTime); !ts.st.pool.fullUntil.Equal(want) {
+		t.Fatalf("fullUntil = %v, want the first lease's expiry %v", ts.st.pool.fullUntil, want)
+	}
+	full("again")
+
+	// A release frees its address at once, for a new client too.
+	ts.do(t, pkt(t, dhcpv4.MessageTypeRelease, mac(2), dhcpv4.WithClientIP(ips[1])))
+	if got := ts.dora(t, mac(9)); !got.Equal(ips[1]) {
+		t.Fatalf("after release: got %s, want %s", got, ips[1])
+	}
+	full("released address taken")
+
+	// A declined address comes back once its hold runs out (before any
+	// lease expires, as the lease time here is longer).
+	ts.do(t, pkt(t, dhcpv4.MessageTypeDecline, mac(1), withRequested(ips[0])))
+	full("declined")
+	ts.now = ts.now.Add(declineHold + time.Second)
+	if got := ts.dora(t, mac(10)); !got.Equal(ips[0]) {
+		t.Fatalf("after decline hold: got %s, want %s", got, ips[0])
+	}
+
+	// Expiry: every lease runs out.
+	full("declined address taken")
+	ts.now = ts.now.Add(ts.st.cfg.LeaseTime + time.Second)
+	if resp, _ := ts.do(t, pkt(t, dhcpv4.MessageTypeDiscover, mac(11))); resp == nil {
+		t.Fatal("no offer once leases expired")
+	}
+}

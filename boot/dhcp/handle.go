@@ -61,7 +61,7 @@ func (r *request) discover() *dhcpv4.DHCPv4 {
 		go deleted()
 	}
 	if !ok {
-		r.log().Warn("address pool exhausted", "mac", r.mac())
+		r.warnExhausted(r.mac())
 		return r.ignore(nil, "pool exhausted")
 	}
 	ip := u32ToIP(v)
@@ -73,6 +73,23 @@ func (r *request) discover() *dhcpv4.DHCPv4 {
 	r.log().Debug("dhcp offer", "mac", r.mac(), "ip", ip.String(), "arch", r.cl.label())
 	r.emit(Event{Kind: "offer", MAC: r.m.ClientHWAddr, IP: ip, Arch: r.cl.label()})
 	return resp
+}
+
+// exhaustedLogEvery spaces the warnings about an exhausted pool.
+const exhaustedLogEvery = 10 * time.Second
+
+// warnExhausted logs a DISCOVER refused for want of an address: the first
+// at once, then one line per exhaustedLogEvery saying how many more were
+// refused, so a storm against a full pool does not flood the log. (The
+// drop events and the ignored counter still count every one.)
+func (s *Server) warnExhausted(mac string) {
+	now := s.clock().UnixNano()
+	last := s.exhaustedLogged.Load()
+	if last != 0 && now-last < int64(exhaustedLogEvery) || !s.exhaustedLogged.CompareAndSwap(last, now) {
+		s.exhaustedQuiet.Add(1)
+		return
+	}
+	s.log().Warn("address pool exhausted", "mac", mac, "refused_since_last_warning", s.exhaustedQuiet.Swap(0))
 }
 
 // lease answers the SELECTING, INIT-REBOOT, RENEWING and REBINDING

@@ -49,6 +49,12 @@ type pool struct {
 	// hint is at or below the lowest address that may never have been
 	// used, so finding one does not rescan the used part of the pool.
 	hint uint32
+	// fullUntil, when set, is the earliest time a binding's hold or lease
+	// runs out, found by a scan that found none run out. Until then an
+	// exhausted pool refuses at once: without it every DISCOVER of a
+	// storm against a full pool would scan the whole pool, and the
+	// server would stop answering even the clients it has offered to.
+	fullUntil time.Time
 }
 
 // newPool builds the pool of a validated full-mode config.
@@ -212,9 +218,21 @@ func (p *pool) offer(mac string, now time.Time) (ip uint32, evicted string, ok b
 	}
 	p.hint = p.end + 1
 	// 4. The address whose lease (or decline) ran out longest ago.
+	if now.Before(p.fullUntil) {
+		return 0, "", false
+	}
 	var oldest *binding
+	var nextFree time.Time // the earliest expiry among active bindings
+	cacheable := true
 	for _, b := range p.byIP {
-		if b.active(now) || !p.usableFor(mac, b.ip) {
+		if b.active(now) {
+			if nextFree.IsZero() || b.expiry.Before(nextFree) {
+				nextFree = b.expiry
+			}
+			continue
+		}
+		if !p.usableFor(mac, b.ip) {
+			cacheable = false // free, but not for this client
 			continue
 		}
 		if oldest == nil || b.expiry.Before(oldest.expiry) || (b.expiry.Equal(oldest.expiry) && b.ip < oldest.ip) {
@@ -222,6 +240,9 @@ func (p *pool) offer(mac string, now time.Time) (ip uint32, evicted string, ok b
 		}
 	}
 	if oldest == nil {
+		if cacheable {
+			p.fullUntil = nextFree
+		}
 		return 0, "", false
 	}
 	evicted = oldest.mac
@@ -284,6 +305,15 @@ func (p *pool) commit(mac string, ip uint32, expiry time.Time, hostname string) 
 		p.byIP[ip], p.byMAC[mac] = b, b
 	}
 	b.state, b.expiry, b.hostname = stateLeased, expiry, hostname
+	p.freesAt(expiry)
+}
+
+// freesAt notes that a binding's hold or lease now runs out at t, which
+// may be before the time an exhausted pool waits for (fullUntil).
+func (p *pool) freesAt(t time.Time) {
+	if t.Before(p.fullUntil) {
+		p.fullUntil = t
+	}
 }
 
 // release ends mac's lease on ip now. The binding stays so the client gets
@@ -294,6 +324,7 @@ func (p *pool) release(mac string, ip uint32, now time.Time) bool {
 		return false
 	}
 	b.state, b.expiry = stateLeased, now
+	p.freesAt(now)
 	return true
 }
 
@@ -306,6 +337,7 @@ func (p *pool) decline(mac string, ip uint32, now time.Time) bool {
 	}
 	delete(p.byMAC, mac)
 	b.mac, b.state, b.expiry, b.hostname = "", stateDeclined, now.Add(declineHold), ""
+	p.freesAt(b.expiry)
 	return true
 }
 

@@ -47,6 +47,11 @@ type Server struct {
 	// eventMu serialises OnEvent calls.
 	eventMu sync.Mutex
 
+	// exhaustedLogged (unix ns) and exhaustedQuiet rate-limit the
+	// pool-exhausted warning (warnExhausted).
+	exhaustedLogged atomic.Int64
+	exhaustedQuiet  atomic.Uint64
+
 	stats struct {
 		received, dropped, ignored, offers, acks, naks, releases,
 		declines, proxyOffers, proxyAcks, errors atomic.Uint64
