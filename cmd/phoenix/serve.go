@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -152,9 +153,22 @@ func applyConfigFile(fs *pflag.FlagSet, path string) error {
 // serve opens the state volume, checks the whole configuration and opens
 // every socket, and only then runs the services until ctx is done or one of
 // them fails: a bad flag never leaves half a server running.
+// serveGCPercent is the garbage collector's target for serve, unless the
+// GOGC environment variable sets one. Answering a packet allocates a few
+// KiB that die at once, while the live heap stays a few MiB, so Go's
+// default (100) collects dozens of times a second under a boot storm; on
+// a busy core each cycle holds the answers up, and they leave in bursts
+// that overflow switch and client buffers. At 400 the collector runs a
+// fifth as often for a heap that still stays small (measured: DHCP at
+// 10,000 exchanges/s without loss, against 8,000 at 100; README).
+const serveGCPercent = 400
+
 func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if o.state == "" {
 		return errors.New("serve: --state DIR is required (a dedicated mounted volume)")
+	}
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(serveGCPercent)
 	}
 	st, err := fleet.OpenState(o.state, o.stateAllowShared, log)
 	if err != nil {
