@@ -421,8 +421,12 @@ func benchStorm(ctx context.Context, e *env) ([]Row, error) {
 
 // udpRcvbufErrors reads this namespace's count of UDP datagrams the kernel
 // dropped because a socket's receive buffer was full (/proc/net/snmp).
-func udpRcvbufErrors() int {
-	data, err := os.ReadFile("/proc/net/snmp")
+func udpRcvbufErrors() int { return udpRcvbufErrorsIn("/proc/net/snmp") }
+
+// udpRcvbufErrorsIn reads the same count from an snmp file: another
+// namespace's is /proc/<pid>/net/snmp of a process inside it.
+func udpRcvbufErrorsIn(snmp string) int {
+	data, err := os.ReadFile(snmp)
 	if err != nil {
 		return 0
 	}
