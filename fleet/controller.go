@@ -581,6 +581,14 @@ func (c *Controller) evaluate(p *pass) {
 			ref = rec.Override
 		}
 		img, err := res.resolve(ref)
+		if err == nil && rec.Spec.Mode == ModeDisk {
+			// A channel may move to an image without one; booting it would
+			// install nothing, and the host would then be told to boot an
+			// unchanged disk. (Apply refuses this up front.)
+			if _, ok := img.Artifact(images.RoleDisk); !ok {
+				err = fmt.Errorf("image %s has no disk image, and the host runs in disk mode", img.Ref())
+			}
+		}
 		desired, desiredRef, desiredErr := img.Digest, img.Ref(), ""
 		if err != nil {
 			desired, desiredRef, desiredErr = "", "", err.Error()

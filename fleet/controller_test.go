@@ -245,6 +245,23 @@ func TestLookup(t *testing.T) {
 			t.Errorf("%s: %s", h.Name, h.State)
 		}
 	}
+
+	// The channel moves to an image without a disk image: the memory host
+	// follows, the disk host keeps its disk and says why.
+	src.promote("demo@stable", "nodisk:1")
+	c.Wake()
+	waitFor(t, 5*time.Second, "memory host follows nodisk:1", func() bool {
+		_, ref, _ := c.Lookup(mac("52:54:00:00:00:01"))
+		return ref == simDigest("nodisk:1")
+	})
+	if _, ref, _ := c.Lookup(mac("52:54:00:00:00:02")); ref != "" {
+		t.Errorf("disk host told to boot %q, want its local disk", ref)
+	}
+	for _, h := range c.Status() {
+		if h.Name == "disk" && !strings.Contains(h.Error, "has no disk image") {
+			t.Errorf("disk host: state %s, error %q", h.State, h.Error)
+		}
+	}
 }
 
 func TestMaxAgeRebuilds(t *testing.T) {

@@ -656,16 +656,33 @@ func (p *fileParser) applyPolicyDefaults(pol *Policy, set map[string]bool) {
 }
 
 // resolveImages asks src about every distinct image reference, reporting
-// an unknown one at the first host that names it.
+// an unknown one at the first host that names it, and a disk-mode host
+// whose image has no disk image to install (it would report, then be told
+// to boot a disk nothing was written to).
 func (p *fileParser) resolveImages(f *File, src ImageSource) {
-	seen := map[string]bool{}
+	type answer struct {
+		img images.Image
+		err error
+	}
+	seen := map[string]*answer{}
 	for _, h := range f.Hosts {
-		if seen[h.Image] || checkImageRef(h.Image) != nil {
+		if checkImageRef(h.Image) != nil {
 			continue
 		}
-		seen[h.Image] = true
-		if _, err := src.Resolve(h.Image); err != nil {
-			p.errs = append(p.errs, &lineError{line: h.Line, msg: fmt.Sprintf("host %q: %v", h.Name, err)})
+		a := seen[h.Image]
+		if a == nil {
+			a = &answer{}
+			a.img, a.err = src.Resolve(h.Image)
+			seen[h.Image] = a
+			if a.err != nil {
+				p.errs = append(p.errs, &lineError{line: h.Line, msg: fmt.Sprintf("host %q: %v", h.Name, a.err)})
+			}
+		}
+		if a.err != nil || h.Mode != ModeDisk {
+			continue
+		}
+		if _, ok := a.img.Artifact(images.RoleDisk); !ok {
+			p.errs = append(p.errs, &lineError{line: h.Line, msg: fmt.Sprintf("host %q: mode disk, but image %s has no disk image (import one with --disk)", h.Name, a.img.Ref())})
 		}
 	}
 }

@@ -58,11 +58,16 @@ func (s *simImages) Resolve(ref string) (images.Image, error) {
 		return images.Image{}, fmt.Errorf("image %s: %w", ref, images.ErrNotFound)
 	}
 	name, version, _ := strings.Cut(ref, ":")
-	return images.Image{Name: name, Version: version, Digest: simDigest(ref), Mode: ModeMemory}, nil
+	img := images.Image{Name: name, Version: version, Digest: simDigest(ref), Mode: ModeMemory}
+	if name != "nodisk" {
+		// A disk image too, so that disk-mode hosts may run it.
+		img.Artifacts = []images.Artifact{{Role: images.RoleDisk, Digest: simDigest(ref + "/disk")}}
+	}
+	return img, nil
 }
 
 func TestParseFile(t *testing.T) {
-	src := newSimImages("demo:1", "demo:2")
+	src := newSimImages("demo:1", "demo:2", "nodisk:1")
 	src.promote("demo@stable", "demo:1")
 	tests := []struct {
 		name, yaml string
@@ -132,6 +137,8 @@ hosts:
 			wantErr: []string{`line 3: host "a": duplicate name (first at line 2)`, `line 3: host "a": mac 52:54:00:00:00:01 already belongs to "a"`}},
 		{name: "unknown channel and version", yaml: "hosts:\n- {name: a, macs: [52:54:00:00:00:01], image: demo@beta}\n- {name: b, macs: [52:54:00:00:00:02], image: demo:9}\n",
 			wantErr: []string{"line 2: host \"a\": image demo@beta: not found", "line 3: host \"b\": image demo:9: not found"}},
+		{name: "disk mode without a disk image", yaml: "hosts:\n- {name: a, macs: [52:54:00:00:00:01], image: nodisk:1}\n- {name: b, macs: [52:54:00:00:00:02], image: nodisk:1, mode: disk}\n",
+			wantErr: []string{`line 3: host "b": mode disk, but image nodisk:1 has no disk image`}},
 		{name: "bad values", yaml: `policy:
   boot_deadline: soon
   drift: panic

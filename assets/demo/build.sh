@@ -23,10 +23,11 @@ busybox=${BUSYBOX:-/bin/busybox}
 # the initramfs gets this mtime.
 epoch=${SOURCE_DATE_EPOCH:-0}
 
-# The NIC drivers QEMU needs, in the order LAB-NOTES found to load cleanly.
+# The NIC drivers QEMU needs, in the order LAB-NOTES found to load cleanly,
+# and virtio_blk for the disk-mode installer (init).
 # Missing dependencies are added ahead of the module that needs them.
 root_modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev
-	virtio_pci failover net_failover virtio_net e1000)
+	virtio_pci failover net_failover virtio_net e1000 virtio_blk)
 
 die() {
 	echo "build.sh: $*" >&2

@@ -132,6 +132,15 @@ func newEnv(t *testing.T) *testEnv {
 			{Role: images.RoleRootfs, Digest: rootfs},
 		},
 	}
+	diskImg := e.images.add(t, []byte("raw disk image"))
+	e.images.images["os:1"] = images.Image{
+		Name: "os", Version: "1", Digest: imageDigest, Mode: images.ModeDisk,
+		Artifacts: []images.Artifact{
+			{Role: images.RoleKernel, Digest: e.kdig, Size: int64(len(e.kernel))},
+			{Role: images.RoleInitrd, Digest: initrd},
+			{Role: images.RoleDisk, Digest: diskImg, Size: int64(len("raw disk image"))},
+		},
+	}
 	e.images.images["evil:1"] = images.Image{
 		Name: "evil", Version: "1", Digest: imageDigest,
 		Cmdline:   "quiet\nchain http://elsewhere/x",
@@ -143,6 +152,7 @@ func newEnv(t *testing.T) *testEnv {
 			localMAC:            {"db-02", ""},
 			brokenMAC:           {"web-03", "missing:2"},
 			"52:54:00:00:00:04": {"web-04", "evil:1"},
+			"52:54:00:00:00:05": {"db-05", "os:1"},
 		},
 		Images:   e.images,
 		Recorder: e.rec,
@@ -170,6 +180,12 @@ func readBody(t *testing.T, resp *http.Response) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// sha256hex is the "sha256:<hex>" digest of s.
+func sha256hex(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 var bootIDRe = regexp.MustCompile(`phoenix\.bootid=([0-9a-f]*)`)
@@ -215,6 +231,9 @@ func TestScripts(t *testing.T) {
 			contains: []string{"db-02", "\nexit\n"}, absent: []string{"kernel"}},
 		{name: "image missing", target: "/boot.ipxe?mac=" + brokenMAC, status: 200, golden: "missing.ipxe", kind: EventScript,
 			contains: []string{"missing:2", "exit 1"}, absent: []string{"kernel", "boot ||"}},
+		{name: "disk mode: the installer's parameters", target: "/boot.ipxe?mac=52:54:00:00:00:05", status: 200, kind: EventScript,
+			contains: []string{" phoenix.disk=http://10.99.0.1:8080/blobs/sha256/" + strings.TrimPrefix(sha256hex("raw disk image"), "sha256:"),
+				" phoenix.disk_size=14 ", " phoenix.mode=disk"}},
 		{name: "image with unsafe cmdline", target: "/boot.ipxe?mac=52:54:00:00:00:04", status: 200, kind: EventScript,
 			contains: []string{"cannot boot", "exit 1"}, absent: []string{"\nkernel", "\nchain", "\nquiet"}},
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 
 	"github.com/phoenixboot/phoenix/boot/ipxe"
 	"github.com/phoenixboot/phoenix/images"
@@ -121,6 +122,11 @@ func (s *Server) bootParams(r *http.Request, host string, mac net.HardwareAddr, 
 				return ipxe.BootParams{}, fmt.Errorf("image %s: %s: %w", ref, role, err)
 			}
 			p.Params[key] = u
+			if role == images.RoleDisk {
+				// The installer reads this many bytes back from the disk
+				// to check what reached it, not only what came over the wire.
+				p.Params["phoenix.disk_size"] = strconv.FormatInt(art.Size, 10)
+			}
 		}
 	}
 	if img.Mode != "" {

@@ -18,10 +18,10 @@ import (
 // diskMarker is what diskBootSector prints when the VM boots from its disk.
 const diskMarker = "PHOENIX-DISK-BOOT"
 
-// diskBootSector is a 512-byte MBR that writes diskMarker to COM1 and
-// halts: an "installed OS" that the default boot order reaches first, so
-// that only the one-time override sends the VM to the network.
-func diskBootSector() []byte {
+// diskBootSector is a 512-byte MBR that writes marker to COM1 and halts:
+// an "installed OS" that the default boot order reaches first, so that
+// only the one-time override sends the VM to the network.
+func diskBootSector(marker string) []byte {
 	code := []byte{
 		0xFC,       // cld
 		0x31, 0xC0, // xor ax, ax
@@ -39,7 +39,7 @@ func diskBootSector() []byte {
 	}
 	mbr := make([]byte, 512)
 	copy(mbr, code)
-	copy(mbr[len(code):], "\r\n"+diskMarker+"\r\n\x00")
+	copy(mbr[len(code):], "\r\n"+marker+"\r\n\x00")
 	mbr[510], mbr[511] = 0x55, 0xAA
 	return mbr
 }
@@ -80,7 +80,7 @@ func vbmcInNetns(t *testing.T) {
 	t.Cleanup(site.Stop)
 
 	disk := filepath.Join(dir, "bmc1-disk.raw")
-	if err := os.WriteFile(disk, append(diskBootSector(), make([]byte, 1<<20)...), 0o644); err != nil {
+	if err := os.WriteFile(disk, append(diskBootSector(diskMarker), make([]byte, 1<<20)...), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	m := &vbmc.Machine{

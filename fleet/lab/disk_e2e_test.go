@@ -1,0 +1,252 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/phoenixboot/phoenix/fleet"
+	"github.com/phoenixboot/phoenix/images"
+	"github.com/phoenixboot/phoenix/redfish/vbmc"
+)
+
+// diskWritten is what the demo installer prints once the image on the
+// disk has been read back and its sha256 matches (assets/demo/init).
+const diskWritten = "PHOENIX-DISK-WRITTEN"
+
+// TestE2EDisk is disk mode with real firmware. A SeaBIOS VM with an empty
+// disk, behind the virtual BMC, follows os@stable in disk mode; each image
+// version's disk artifact is a boot sector that prints its own marker.
+// phoenix powers the VM on into PXE once; the demo initrd, as installer,
+// writes the disk image to the VM's disk, reads it back and checks its
+// sha256, reports and reboots, and the VM boots its disk. From then on
+// phoenix's script for the host says "boot from local disk". Promoting v2
+// rewrites the disk the same way, and the VM boots v2 from it. A v3 whose
+// disk image is larger than the disk is refused by the installer before
+// it writes anything: no report, so the host is quarantined at its
+// deadline, with v2 still on its disk.
+func TestE2EDisk(t *testing.T) {
+	if !InPrivateNetns() {
+		runInNetns(t, requireLab(t), "TestE2EDisk")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	demo := os.Getenv("PHOENIX_DEMO_DIR")
+	dir := t.TempDir()
+	if keep := os.Getenv("PHOENIX_E2E_DIR"); keep != "" {
+		dir = keep
+	}
+
+	// Two "operating systems" to install, and an empty disk to install
+	// them on: the VM's firmware finds nothing to boot on it and netboots.
+	marker := map[string]string{"1": "PHOENIX-DISK-BOOT os:1", "2": "PHOENIX-DISK-BOOT os:2"}
+	const diskSize = 8 << 20
+	for v, m := range marker {
+		img := append(diskBootSector(m), make([]byte, 1<<20)...)
+		if err := os.WriteFile(filepath.Join(dir, "os"+v+".raw"), img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tooBig := append(diskBootSector("PHOENIX-DISK-BOOT os:3"), make([]byte, diskSize)...)
+	if err := os.WriteFile(filepath.Join(dir, "os3.raw"), tooBig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "disk1-disk.raw")
+	if err := os.WriteFile(disk, make([]byte, diskSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const mac = "52:54:00:98:00:01"
+	m := &vbmc.Machine{Name: "disk1", MAC: mac, Tap: "tap0", Firmware: vbmc.BIOS, Disk: disk,
+		WorkDir: filepath.Join(dir, "disk1"), SerialLog: filepath.Join(dir, "disk1.serial.log")}
+	os.Setenv("PHOENIX_LAB_BMC_PASSWORD", "lab-password") // the server inherits it: credentials: env:…
+	fleetFile := fmt.Sprintf(`defaults:
+  image: os@stable
+  mode: disk
+  bmc: {username: admin, credentials: env:PHOENIX_LAB_BMC_PASSWORD}
+policy:
+  boot_deadline: 60s
+  retries: 0
+  failure_budget: 0
+  boot_override_once: true
+hosts:
+- {name: disk1, macs: [%q], bmc: {endpoint: "http://%s", system: disk1}}
+`, mac, ln.Addr())
+	importOS := func(v string) []string {
+		return []string{"image", "import", "os:" + v, "--mode", "disk",
+			"--kernel", filepath.Join(demo, "vmlinuz"), "--initrd", filepath.Join(demo, "initrd.img"),
+			"--disk", filepath.Join(dir, "os"+v+".raw"), "--cmdline", "console=ttyS0 quiet"}
+	}
+	site := &Site{
+		Name: "disk", Net: Net{Bridge: "br0", CIDR: "10.98.0.1/24", Taps: []string{"tap0"}},
+		Phoenix: os.Getenv("PHOENIX_BIN"), Dir: dir, DHCP: "full", Range: "10.98.0.100-10.98.0.199", HTTPPort: 8080,
+		ImageRef: "demo:1", Kernel: filepath.Join(demo, "vmlinuz"), Initrd: filepath.Join(demo, "initrd.img"),
+		Cmdline: "console=ttyS0 quiet", FleetFile: fleetFile,
+		PreStart: [][]string{importOS("1"), importOS("2"), importOS("3"), {"image", "promote", "os:1", "--channel", "stable"}},
+	}
+	// The VM exists (powered off) before phoenix starts and powers it on;
+	// QEMU opens its tap, so the network comes first.
+	if err := site.Net.Setup(); err != nil {
+		t.Fatal(err)
+	}
+	site.NetReady = true
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Stop)
+	srv := &vbmc.Server{Systems: []vbmc.System{m}, Username: "admin", Password: "lab-password"}
+	go srv.Serve(ctx, ln)
+	start := time.Now()
+	if err := site.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(site.Stop)
+	defer func() {
+		if t.Failed() {
+			t.Logf("disk1 serial (tail):\n%s", tail(m.Console(), 40))
+			if b, err := os.ReadFile(filepath.Join(dir, "phoenix.log")); err == nil {
+				t.Logf("phoenix log (tail):\n%s", tail(string(b), 60))
+			}
+		}
+	}()
+
+	cli := siteCLI(ctx, t, site)
+	digest, diskDigest := map[string]string{}, map[string]string{}
+	for _, v := range []string{"1", "2"} {
+		var info images.ImageInfo
+		if err := json.Unmarshal([]byte(cli("image", "show", "os:"+v, "-o", "json")), &info); err != nil {
+			t.Fatal(err)
+		}
+		digest[v] = info.Digest
+		for _, a := range info.Artifacts {
+			if a.Role == images.RoleDisk {
+				diskDigest[v] = strings.TrimPrefix(a.Digest, "sha256:")
+			}
+		}
+		if diskDigest[v] == "" {
+			t.Fatalf("os:%s has no disk artifact: %+v", v, info.Artifacts)
+		}
+	}
+
+	// installed waits for version v's whole cycle: written and checked by
+	// the installer, reported, booted from the disk, and phoenix showing
+	// the host ready on it.
+	installed := func(v string) {
+		t.Helper()
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Minute)
+		defer wcancel()
+		line, _, err := m.WaitFor(wctx, "sha256="+diskDigest[v])
+		if err != nil {
+			t.Fatalf("os:%s never written to the disk: %v", v, err)
+		}
+		t.Logf("DISK os:%s installed after %s: %s", v, time.Since(start).Round(100*time.Millisecond), strings.TrimSpace(line))
+		if _, _, err := m.WaitFor(wctx, marker[v]); err != nil {
+			t.Fatalf("the VM did not boot os:%s from its disk: %v", v, err)
+		}
+		t.Logf("DISK os:%s booted from the disk after %s", v, time.Since(start).Round(100*time.Millisecond))
+		for {
+			var h fleet.HostStatus
+			list, err := site.HostStatus()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, x := range list {
+				if x.Name == "disk1" {
+					h = x
+				}
+			}
+			if h.State == fleet.StateReady && h.LastReport != nil && h.LastReport.Digest == digest[v] {
+				return
+			}
+			if wctx.Err() != nil {
+				t.Fatalf("disk1 not ready on os:%s: state %s, assigned %.19s, failure %q", v, h.State, h.Assigned, h.LastFailure)
+			}
+			time.Sleep(time.Second)
+		}
+	}
+	installed("1")
+
+	// Netbooting again, the host is told to boot its disk: no reinstall.
+	script := httpGet(t, site.URL()+"/boot/"+mac+".ipxe")
+	if !strings.Contains(script, "boots from its local disk") {
+		t.Fatalf("script for an installed disk-mode host:\n%s", script)
+	}
+
+	// A new version rewrites the disk.
+	start = time.Now()
+	cli("image", "promote", "os:2", "--channel", "stable")
+	installed("2")
+	if n := strings.Count(m.Console(), diskWritten); n != 2 {
+		t.Errorf("%d installs, want 2 (one per version)", n)
+	}
+
+	// Bad input: an image that does not fit. The installer says why and
+	// sends no report; phoenix quarantines the host at its deadline.
+	start = time.Now()
+	cli("image", "promote", "os:3", "--channel", "stable")
+	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer wcancel()
+	line, _, err := m.WaitFor(wctx, "PHOENIX-REPORT-FAILED disk image is")
+	if err != nil {
+		t.Fatalf("no installer failure for an image larger than the disk: %v", err)
+	}
+	t.Logf("DISK os:3 refused after %s: %s", time.Since(start).Round(100*time.Millisecond), strings.TrimSpace(line))
+	for {
+		var h fleet.HostStatus
+		list, err := site.HostStatus()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range list {
+			if x.Name == "disk1" {
+				h = x
+			}
+		}
+		if h.State == fleet.StateQuarantined {
+			t.Logf("DISK disk1 quarantined after %s: %s", time.Since(start).Round(time.Second), h.Quarantine)
+			if h.LastReport == nil || h.LastReport.Digest != digest["2"] {
+				t.Errorf("last report %+v, want os:2's", h.LastReport)
+			}
+			break
+		}
+		if wctx.Err() != nil {
+			t.Fatalf("disk1 not quarantined: state %s, failure %q", h.State, h.LastFailure)
+		}
+		time.Sleep(time.Second)
+	}
+	got, err := os.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(got[:512]), marker["2"]) {
+		t.Errorf("the refused install touched the disk: its boot sector no longer holds %q", marker["2"])
+	}
+}
+
+// httpGet returns the body of url, failing t on any error or non-200.
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
+	}
+	return string(b)
+}
