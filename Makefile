@@ -42,7 +42,7 @@ lint: ## gofmt, go vet, staticcheck (pinned by go.mod's tool directive)
 # Peers the benchmarks measure phoenix against, in the same run.
 BENCH_PKGS := dnsmasq-base kea-admin kea-dhcp4-server tftpd-hpa tftp-hpa nginx-light qemu-system-x86 ipxe
 
-bench: build demo-image ## phoenix vs dnsmasq, Kea, tftpd-hpa, nginx side by side (root; installs them; ~12 min, QUICK=1 ~3 min)
+bench: build demo-image ## phoenix vs dnsmasq, Kea, tftpd-hpa, nginx side by side (root; installs them; ~13 min, QUICK=1 ~3 min)
 	@missing=$$(for p in $(BENCH_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \

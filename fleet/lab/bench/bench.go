@@ -35,7 +35,7 @@ type Options struct {
 	Kernel, Initrd string
 	// Dir is the work directory for state, configs and logs (required).
 	Dir string
-	// Quick runs fewer, smaller runs: a few minutes instead of ~12.
+	// Quick runs fewer, smaller runs: a few minutes instead of ~13.
 	Quick bool
 	// Only, if not empty, names the parts to run: dhcp, tftp, http,
 	// storm, boot.
