@@ -87,6 +87,10 @@ type Controller struct {
 
 	repMu      sync.Mutex
 	newReports []Report // reports not yet seen by a pass
+	// failures holds the latest failure report of each known MAC until a
+	// pass takes it (checkStep); guarded by mu. Failures are not what a
+	// host runs, so they never enter reports or the store.
+	failures map[string]Report
 
 	wakeCh  chan struct{}
 	results chan bmcResult
@@ -302,15 +306,18 @@ func (c *Controller) Lookup(mac net.HardwareAddr) (host, imageRef string, ok boo
 }
 
 // RecordReport stores a report and wakes the controller
-// (httpboot.Recorder).
+// (httpboot.Recorder). A failure report (r.Error) is not stored: it only
+// ends the host's current attempt, at once rather than at its deadline.
 func (c *Controller) RecordReport(ctx context.Context, r httpboot.Report) error {
-	if err := c.Store.RecordReport(ctx, r); err != nil {
-		return err
+	if r.Error == "" {
+		if err := c.Store.RecordReport(ctx, r); err != nil {
+			return err
+		}
 	}
 	// Queued for the next pass rather than waiting for c.mu, which a pass
 	// holds while it commits: a report never waits for a decision.
 	c.repMu.Lock()
-	c.newReports = append(c.newReports, Report{MAC: r.MAC.String(), Host: r.Host, Digest: r.Digest, BootID: r.BootID, RemoteAddr: r.RemoteAddr, Time: r.Time})
+	c.newReports = append(c.newReports, Report{MAC: r.MAC.String(), Host: r.Host, Digest: r.Digest, BootID: r.BootID, RemoteAddr: r.RemoteAddr, Time: r.Time, Error: r.Error})
 	c.repMu.Unlock()
 	c.Wake()
 	return nil
@@ -323,10 +330,39 @@ func (c *Controller) mergeReports() {
 	c.newReports = nil
 	c.repMu.Unlock()
 	for _, r := range queued {
+		if r.Error != "" {
+			// Only known MACs: anyone may post, and the map must stay
+			// bounded by the fleet.
+			if _, known := c.byMAC[r.MAC]; known {
+				if c.failures == nil {
+					c.failures = map[string]Report{}
+				}
+				c.failures[r.MAC] = r
+			}
+			continue
+		}
 		if old, ok := c.reports[r.MAC]; !ok || !r.Time.Before(old.Time) {
 			c.reports[r.MAC] = r
 		}
 	}
+}
+
+// takeFailure removes the failure reports of rec's MACs and returns the
+// one that ends step s, if any: sent after the step started, once its
+// reset was sent, about the image the step boots. Older ones are stale.
+func (c *Controller) takeFailure(rec *HostRecord, s *Step) *Report {
+	var found *Report
+	for _, m := range rec.Spec.MACs {
+		f, ok := c.failures[m]
+		if !ok {
+			continue
+		}
+		delete(c.failures, m)
+		if !f.Time.Before(s.StartedAt) && s.Reset != ResetSending && f.Digest == s.Target {
+			found = &f
+		}
+	}
+	return found
 }
 
 // RecordDiscovered registers an unknown MAC (httpboot.Recorder).
@@ -924,6 +960,10 @@ func (c *Controller) checkStep(p *pass, name string, rep *Report) {
 		m := p.host(name)
 		c.beginAttempt(p, m)
 		p.event(Event{Kind: "retry", Host: name, Rollout: s.Rollout, Digest: s.Target, Message: fmt.Sprintf("attempt %d", s.Attempt)})
+		return
+	}
+	if f := c.takeFailure(rec, s); f != nil {
+		c.attemptFailed(p, name, "host reported: "+f.Error)
 		return
 	}
 	if rep != nil && !rep.Time.Before(s.StartedAt) && s.Reset != ResetSending {

@@ -30,6 +30,41 @@ func hostState(c *Controller, name string) HostStatus {
 	return HostStatus{}
 }
 
+// TestFailureReportEndsAttempt: a host that reports its boot failed is
+// retried, then quarantined, at once rather than at the boot deadline, with
+// its own reason; the failure never counts as what it runs.
+func TestFailureReportEndsAttempt(t *testing.T) {
+	s := startSim(t, 2, 1, "  canary: 1\n  max_unavailable: 1\n  boot_deadline: 1h\n  retries: 1\n", nil)
+	c := s.w.ctrl.Load()
+	v1, v3 := simDigest("demo:1"), simDigest("demo:3")
+	s.w.mu.Lock()
+	s.w.failing = v3
+	s.w.mu.Unlock()
+	start := time.Now()
+	s.src.promote("demo@stable", "demo:3")
+	c.Wake()
+	r := s.waitRollout(t, 1, 10*time.Second)
+	if r.State != RolloutHalted || r.Failures != 1 {
+		t.Fatalf("rollout %+v", r)
+	}
+	_, hosts, _ := s.store.Rollout(r.ID)
+	canary := hostState(c, hosts[0].Name)
+	if canary.State != StateQuarantined || !strings.Contains(canary.Quarantine, "host reported: no disk to install to") {
+		t.Errorf("canary %+v", canary)
+	}
+	if canary.LastReport == nil || canary.LastReport.Digest != v1 {
+		t.Errorf("canary's last report %+v, want its v1 one (a failure is not what it runs)", canary.LastReport)
+	}
+	s.w.mu.Lock()
+	if s.w.resets[canary.Name] != 2 { // the first attempt and its retry
+		t.Errorf("canary reset %d times, want 2", s.w.resets[canary.Name])
+	}
+	s.w.mu.Unlock()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("quarantined after %s: the failure reports did not end the attempts", took)
+	}
+}
+
 // TestCanaryBrokenImageAndRollback is the e2e scenario in-process: three
 // hosts on stable=v1; v2 rolls out canary first; a broken v3 quarantines
 // the canary and halts; the others stay on v2; rollback and release bring

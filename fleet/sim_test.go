@@ -28,6 +28,7 @@ type simWorld struct {
 	bmcDelay  func() time.Duration
 	failP     float64 // probability that a boot never reports
 	broken    string  // a digest whose boots never report
+	failing   string  // a digest whose boots send a failure report
 	bmcErrP   float64 // probability that a BMC call fails
 
 	mu         sync.Mutex
@@ -175,8 +176,15 @@ func (w *simWorld) boot(name string, g int, mayFail bool) {
 	w.mu.Unlock()
 	w.mu.Lock()
 	broken := w.broken != "" && ref == w.broken
+	failing := w.failing != "" && ref == w.failing
 	failP := w.failP
 	w.mu.Unlock()
+	if failing {
+		// Its installer gives up and says why; the host stays down.
+		_ = w.ctrl.Load().RecordReport(context.Background(), httpboot.Report{MAC: w.macs[name], Host: name, Digest: ref,
+			Time: time.Now(), Error: "no disk to install to"})
+		return
+	}
 	if broken || (mayFail && failP > 0 && rand.Float64() < failP) {
 		return // hangs in its initrd: never reports
 	}

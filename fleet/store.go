@@ -113,10 +113,16 @@ type Report struct {
 	BootID     string    `json:"boot_id,omitempty"`
 	RemoteAddr string    `json:"remote_addr,omitempty"`
 	Time       time.Time `json:"time"`
+	// Error is set on a failure report, which is never stored (see
+	// Controller.RecordReport).
+	Error string `json:"error,omitempty"`
 }
 
 // RecordReport stores the latest report of a MAC (httpboot.Recorder).
 func (s *Store) RecordReport(_ context.Context, r httpboot.Report) error {
+	if r.Error != "" {
+		return nil // a failure is not what the host runs
+	}
 	v, err := json.Marshal(Report{MAC: r.MAC.String(), Host: r.Host, Digest: r.Digest, BootID: r.BootID, RemoteAddr: r.RemoteAddr, Time: r.Time})
 	if err != nil {
 		return err

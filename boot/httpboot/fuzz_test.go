@@ -19,6 +19,8 @@ func FuzzReport(f *testing.F) {
 	f.Add([]byte(`{"mac":"02:00:5e:10:00:00:00:01","digest":"sha256:"}`), "02-00-5E-10-00-00-00-01")
 	f.Add([]byte(`{"mac":"52:54:00:ab:cd:01","digest":"`+digest+`","host":"a\nb"}{}`), "${net0/mac}")
 	f.Add([]byte(`[`), "")
+	f.Add([]byte(`{"mac":"52:54:00:ab:cd:01","digest":"`+digest+`","error":"disk image is 9 bytes, /dev/vda only 8 \u00fc"}`), "")
+	f.Add([]byte(`{"mac":"52:54:00:ab:cd:01","digest":"`+digest+`","error":"a\u0085b"}`), "")
 
 	f.Fuzz(func(t *testing.T, body []byte, macStr string) {
 		if mac, err := parseMAC(macStr); err == nil && len(mac) != 6 {
@@ -41,7 +43,10 @@ func FuzzReport(f *testing.F) {
 		if r.BootID != "" && !bootIDRE.MatchString(r.BootID) {
 			t.Fatalf("accepted boot id %q", r.BootID)
 		}
-		again, err := json.Marshal(reportBody{MAC: r.MAC.String(), Digest: r.Digest, BootID: r.BootID, Host: r.Host})
+		if checkReportError(r.Error) != nil {
+			t.Fatalf("accepted error %q", r.Error)
+		}
+		again, err := json.Marshal(reportBody{MAC: r.MAC.String(), Digest: r.Digest, BootID: r.BootID, Host: r.Host, Error: r.Error})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,7 +54,7 @@ func FuzzReport(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded report %s rejected: %v", again, err)
 		}
-		if r2.MAC.String() != r.MAC.String() || r2.Digest != r.Digest || r2.BootID != r.BootID || r2.Host != r.Host {
+		if r2.MAC.String() != r.MAC.String() || r2.Digest != r.Digest || r2.BootID != r.BootID || r2.Host != r.Host || r2.Error != r.Error {
 			t.Fatalf("round trip changed %+v to %+v", r, r2)
 		}
 	})

@@ -52,6 +52,11 @@ type Report struct {
 	BootID     string // the phoenix.bootid its script carried; may be empty
 	RemoteAddr string // host:port the report came from
 	Time       time.Time
+	// Error, when set, says the boot failed and why (an installer that
+	// could not write its disk, say): the host does not run Digest, it
+	// tried to. Such a report ends the attempt at once instead of at its
+	// deadline.
+	Error string
 }
 
 // Recorder stores reports and discovered (unknown) MACs (satisfied by the
@@ -87,7 +92,7 @@ type Event struct {
 	// handed to http.ServeContent (200, 206, 304 or 416): seeing it would
 	// mean wrapping the ResponseWriter on the sendfile path.
 	Status int
-	Detail string // e.g. "local", the error of an error script, or a blob request's Range
+	Detail string // e.g. "local", the error of an error script, a blob request's Range, or a failure report's error
 }
 
 // Server serves boot scripts, blobs and reports. The zero value serves only

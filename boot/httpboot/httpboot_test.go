@@ -466,6 +466,25 @@ func TestReport(t *testing.T) {
 	}
 }
 
+// TestFailureReport: a host that could not boot its image says why; the
+// report reaches the recorder with its error, and the event carries it.
+func TestFailureReport(t *testing.T) {
+	digest := "sha256:" + strings.Repeat("ab", 32)
+	e := newEnv(t)
+	why := "disk image is 9437696 bytes, /dev/vda only 8388608 – ünïcode ok"
+	body := fmt.Sprintf(`{"mac":%q,"digest":%q,"error":%q}`, knownMAC, digest, why)
+	resp := e.do(t, "POST", "/api/v1/report", strings.NewReader(body))
+	if got := readBody(t, resp); resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, got)
+	}
+	if len(e.rec.reports) != 1 || e.rec.reports[0].Error != why || e.rec.reports[0].Digest != digest {
+		t.Fatalf("reports %+v", e.rec.reports)
+	}
+	if len(e.events) != 1 || e.events[0].Kind != EventReport || e.events[0].Detail != why {
+		t.Errorf("events %+v", e.events)
+	}
+}
+
 func TestReportRejects(t *testing.T) {
 	digest := "sha256:" + strings.Repeat("ab", 32)
 	tests := []struct {
@@ -486,6 +505,10 @@ func TestReportRejects(t *testing.T) {
 		{"bad boot id", fmt.Sprintf(`{"mac":%q,"digest":%q,"boot_id":"${x}"}`, knownMAC, digest), 400},
 		{"trailing data", fmt.Sprintf(`{"mac":%q,"digest":%q}{}`, knownMAC, digest), 400},
 		{"too large", fmt.Sprintf(`{"mac":%q,"digest":%q,"pad":"%s"}`, knownMAC, digest, strings.Repeat("x", 70000)), 413},
+		{"error too long", fmt.Sprintf(`{"mac":%q,"digest":%q,"error":"%s"}`, knownMAC, digest, strings.Repeat("x", 513)), 400},
+		{"error with a newline", fmt.Sprintf(`{"mac":%q,"digest":%q,"error":"disk\nfull"}`, knownMAC, digest), 400},
+		{"error with an escape", fmt.Sprintf(`{"mac":%q,"digest":%q,"error":"\u001b[2J"}`, knownMAC, digest), 400},
+		{"error not a string", fmt.Sprintf(`{"mac":%q,"digest":%q,"error":1}`, knownMAC, digest), 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"regexp"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/phoenixboot/phoenix/boot/ipxe"
 )
@@ -19,7 +21,12 @@ type reportBody struct {
 	Digest string `json:"digest"`
 	BootID string `json:"boot_id"`
 	Host   string `json:"host"`
+	// Error reports a failed boot: digest is then the image it tried.
+	Error string `json:"error"`
 }
+
+// maxReportError bounds a failure's text: a reason, not a log.
+const maxReportError = 512
 
 var (
 	digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
@@ -59,7 +66,28 @@ func parseReport(r io.Reader) (Report, error) {
 			return Report{}, fmt.Errorf("report: %w", err)
 		}
 	}
-	return Report{MAC: mac, Host: b.Host, Digest: b.Digest, BootID: b.BootID}, nil
+	if err := checkReportError(b.Error); err != nil {
+		return Report{}, err
+	}
+	return Report{MAC: mac, Host: b.Host, Digest: b.Digest, BootID: b.BootID, Error: b.Error}, nil
+}
+
+// checkReportError accepts a failure's text only if it is short, valid
+// UTF-8 and free of control characters: it reaches logs, the state store's
+// events and the dashboard as it is.
+func checkReportError(e string) error {
+	if len(e) > maxReportError {
+		return fmt.Errorf("report: error is %d bytes, at most %d", len(e), maxReportError)
+	}
+	if !utf8.ValidString(e) {
+		return errors.New("report: error is not UTF-8")
+	}
+	for _, r := range e {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("report: error holds control character %U", r)
+		}
+	}
+	return nil
 }
 
 func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {
@@ -81,6 +109,9 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {
 	rep.RemoteAddr = r.RemoteAddr
 	rep.Time = time.Now()
 	log = log.With("mac", rep.MAC.String(), "host", rep.Host, "digest", rep.Digest, "bootid", rep.BootID)
+	if rep.Error != "" {
+		log = log.With("error", rep.Error)
+	}
 	status := "logged" // nowhere to record it: the log line is all there is
 	if s.Recorder != nil {
 		if err := s.Recorder.RecordReport(r.Context(), rep); err != nil {
@@ -90,9 +121,13 @@ func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {
 		}
 		status = "recorded"
 	}
-	log.Info("report received")
+	if rep.Error != "" {
+		log.Warn("boot failure reported")
+	} else {
+		log.Info("report received")
+	}
 	s.emit(Event{Kind: EventReport, Time: rep.Time, MAC: rep.MAC, Host: rep.Host, Digest: rep.Digest,
-		BootID: rep.BootID, RemoteAddr: rep.RemoteAddr, Status: http.StatusOK})
+		BootID: rep.BootID, RemoteAddr: rep.RemoteAddr, Status: http.StatusOK, Detail: rep.Error})
 	writeJSON(w, http.StatusOK, map[string]string{"status": status})
 }
 

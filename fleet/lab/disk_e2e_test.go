@@ -31,8 +31,9 @@ const diskWritten = "PHOENIX-DISK-WRITTEN"
 // phoenix's script for the host says "boot from local disk". Promoting v2
 // rewrites the disk the same way, and the VM boots v2 from it. A v3 whose
 // disk image is larger than the disk is refused by the installer before
-// it writes anything: no report, so the host is quarantined at its
-// deadline, with v2 still on its disk.
+// it writes anything; it posts a failure report saying why, so phoenix
+// quarantines the host at once (not at its deadline) with that reason,
+// and v2 is still on its disk.
 func TestE2EDisk(t *testing.T) {
 	if !InPrivateNetns() {
 		runInNetns(t, requireLab(t), "TestE2EDisk")
@@ -78,7 +79,7 @@ func TestE2EDisk(t *testing.T) {
   mode: disk
   bmc: {username: admin, credentials: env:PHOENIX_LAB_BMC_PASSWORD}
 policy:
-  boot_deadline: 60s
+  boot_deadline: 120s
   retries: 0
   failure_budget: 0
   boot_override_once: true
@@ -193,8 +194,9 @@ hosts:
 		t.Errorf("%d installs, want 2 (one per version)", n)
 	}
 
-	// Bad input: an image that does not fit. The installer says why and
-	// sends no report; phoenix quarantines the host at its deadline.
+	// Bad input: an image that does not fit. The installer says why, to
+	// the console and to phoenix, which quarantines the host before its
+	// deadline.
 	start = time.Now()
 	cli("image", "promote", "os:3", "--channel", "stable")
 	wctx, wcancel := context.WithTimeout(ctx, 3*time.Minute)
@@ -217,6 +219,12 @@ hosts:
 		}
 		if h.State == fleet.StateQuarantined {
 			t.Logf("DISK disk1 quarantined after %s: %s", time.Since(start).Round(time.Second), h.Quarantine)
+			if !strings.Contains(h.Quarantine, "host reported: disk image is") {
+				t.Errorf("quarantine reason %q does not carry the installer's", h.Quarantine)
+			}
+			if took := time.Since(start); took > 100*time.Second {
+				t.Errorf("quarantined after %s: the failure report did not end the attempt", took)
+			}
 			if h.LastReport == nil || h.LastReport.Digest != digest["2"] {
 				t.Errorf("last report %+v, want os:2's", h.LastReport)
 			}

@@ -290,7 +290,11 @@ func (t *Timeline) HTTP(e httpboot.Event) {
 			return
 		}
 		t.step(b, PhaseReport, e.Digest)
-		if b.Digest != "" && e.Digest != b.Digest {
+		switch {
+		case e.Detail != "":
+			// A failure report: the host says its boot failed, and why.
+			t.fail(b, "reported-failure")
+		case b.Digest != "" && e.Digest != b.Digest:
 			t.fail(b, "wrong-digest")
 		}
 		b.Done = true
