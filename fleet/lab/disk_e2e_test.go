@@ -115,14 +115,7 @@ hosts:
 		t.Fatal(err)
 	}
 	t.Cleanup(site.Stop)
-	defer func() {
-		if t.Failed() {
-			t.Logf("disk1 serial (tail):\n%s", tail(m.Console(), 40))
-			if b, err := os.ReadFile(filepath.Join(dir, "phoenix.log")); err == nil {
-				t.Logf("phoenix log (tail):\n%s", tail(string(b), 60))
-			}
-		}
-	}()
+	logOnFailure(t, dir, m)
 
 	cli := siteCLI(ctx, t, site)
 	digest, diskDigest := map[string]string{}, map[string]string{}
@@ -159,16 +152,7 @@ hosts:
 		}
 		t.Logf("DISK os:%s booted from the disk after %s", v, time.Since(start).Round(100*time.Millisecond))
 		for {
-			var h fleet.HostStatus
-			list, err := site.HostStatus()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, x := range list {
-				if x.Name == "disk1" {
-					h = x
-				}
-			}
+			h := hostStatus(t, site, "disk1")
 			if h.State == fleet.StateReady && h.LastReport != nil && h.LastReport.Digest == digest[v] {
 				return
 			}
@@ -207,16 +191,7 @@ hosts:
 	}
 	t.Logf("DISK os:3 refused after %s: %s", time.Since(start).Round(100*time.Millisecond), strings.TrimSpace(line))
 	for {
-		var h fleet.HostStatus
-		list, err := site.HostStatus()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, x := range list {
-			if x.Name == "disk1" {
-				h = x
-			}
-		}
+		h := hostStatus(t, site, "disk1")
 		if h.State == fleet.StateQuarantined {
 			t.Logf("DISK disk1 quarantined after %s: %s", time.Since(start).Round(time.Second), h.Quarantine)
 			if !strings.Contains(h.Quarantine, "host reported: disk image is") {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/phoenixboot/phoenix/fleet"
+	"github.com/phoenixboot/phoenix/redfish/vbmc"
 )
 
 // requireLab skips (or, under CI, fails) when the e2e test cannot run here.
@@ -216,6 +217,38 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// logOnFailure makes t log, if it failed, the tails of the machines'
+// serial consoles and of the phoenix log in dir: what a failed lab test
+// needs to be read without rerunning it.
+func logOnFailure(t *testing.T, dir string, machines ...*vbmc.Machine) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, m := range machines {
+			t.Logf("%s serial (tail):\n%s", m.Name, tail(m.Console(), 40))
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, "phoenix.log")); err == nil {
+			t.Logf("phoenix log (tail):\n%s", tail(string(b), 60))
+		}
+	})
+}
+
+// hostStatus is the site's status of host name (zero if it has none).
+func hostStatus(t *testing.T, site *Site, name string) fleet.HostStatus {
+	t.Helper()
+	list, err := site.HostStatus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range list {
+		if h.Name == name {
+			return h
+		}
+	}
+	return fleet.HostStatus{}
 }
 
 func tail(s string, n int) string {

@@ -103,16 +103,7 @@ hosts:
 		t.Fatal(err)
 	}
 	t.Cleanup(site.Stop)
-	defer func() {
-		if t.Failed() {
-			for _, m := range machines {
-				t.Logf("%s serial (tail):\n%s", m.Name, tail(m.Console(), 25))
-			}
-			if b, err := os.ReadFile(filepath.Join(dir, "phoenix.log")); err == nil {
-				t.Logf("phoenix log (tail):\n%s", tail(string(b), 60))
-			}
-		}
-	}()
+	logOnFailure(t, dir, machines...)
 
 	cli := siteCLI(ctx, t, site)
 	digest := map[string]string{}

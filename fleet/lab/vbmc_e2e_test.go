@@ -91,14 +91,7 @@ func vbmcInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(m.Stop)
-	defer func() {
-		if t.Failed() {
-			t.Logf("bmc1 serial (tail):\n%s", tail(m.Console(), 40))
-			if b, err := os.ReadFile(filepath.Join(dir, "phoenix.log")); err == nil {
-				t.Logf("phoenix log (tail):\n%s", tail(string(b), 40))
-			}
-		}
-	}()
+	logOnFailure(t, dir, m)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
