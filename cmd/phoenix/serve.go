@@ -150,9 +150,6 @@ func applyConfigFile(fs *pflag.FlagSet, path string) error {
 	return nil
 }
 
-// serve opens the state volume, checks the whole configuration and opens
-// every socket, and only then runs the services until ctx is done or one of
-// them fails: a bad flag never leaves half a server running.
 // serveGCPercent is the garbage collector's target for serve, unless the
 // GOGC environment variable sets one. Answering a packet allocates a few
 // KiB that die at once, while the live heap stays a few MiB, so Go's
@@ -163,6 +160,9 @@ func applyConfigFile(fs *pflag.FlagSet, path string) error {
 // 10,000 exchanges/s without loss, against 8,000 at 100; README).
 const serveGCPercent = 400
 
+// serve opens the state volume, checks the whole configuration and opens
+// every socket, and only then runs the services until ctx is done or one of
+// them fails: a bad flag never leaves half a server running.
 func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if o.state == "" {
 		return errors.New("serve: --state DIR is required (a dedicated mounted volume)")
