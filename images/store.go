@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -245,12 +246,15 @@ func (s *Store) Import(ctx context.Context, spec ImportSpec) (Image, error) {
 			err  error
 		)
 		if path, ok := spec.Files[r.name]; ok {
-			h, size, err = s.importFile(ctx, path)
+			h, size, err = s.importFile(ctx, r.name, path)
 			if err != nil {
 				return Image{}, fmt.Errorf("image %s: %s %s: %w", ref, r.name, path, err)
 			}
 		} else if src, ok := spec.Readers[r.name]; ok {
-			h, size, err = s.writeBlob(ctx, src.R, src.Size)
+			var rd io.Reader
+			if rd, err = checkContent(r.name, src.R); err == nil {
+				h, size, err = s.writeBlob(ctx, rd, src.Size)
+			}
 			if err != nil {
 				return Image{}, fmt.Errorf("image %s: %s: %w", ref, r.name, err)
 			}
@@ -364,7 +368,7 @@ func (s *Store) publishVersion(ctx context.Context, rawManifest, rawCfg []byte, 
 	return cloneImage(img), nil
 }
 
-func (s *Store) importFile(ctx context.Context, path string) (v1.Hash, int64, error) {
+func (s *Store) importFile(ctx context.Context, role, path string) (v1.Hash, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return v1.Hash{}, 0, err
@@ -377,7 +381,46 @@ func (s *Store) importFile(ctx context.Context, path string) (v1.Hash, int64, er
 	if !fi.Mode().IsRegular() {
 		return v1.Hash{}, 0, errors.New("not a regular file")
 	}
-	return s.writeBlob(ctx, f, fi.Size())
+	r, err := checkContent(role, f)
+	if err != nil {
+		return v1.Hash{}, 0, err
+	}
+	return s.writeBlob(ctx, r, fi.Size())
+}
+
+// notRaw are formats a disk image must not be in, by their first bytes.
+var notRaw = []struct {
+	magic, what string
+}{
+	{"\x28\xb5\x2f\xfd", "zstd-compressed (zstd -d it)"},
+	{"\x1f\x8b", "gzip-compressed (gunzip it)"},
+	{"\xfd7zXZ\x00", "xz-compressed (xz -d it)"},
+	{"BZh", "bzip2-compressed (bunzip2 it)"},
+	{"QFI\xfb", "a qcow2 image (qemu-img convert -O raw it)"},
+	{"KDMV", "a VMDK image (qemu-img convert -O raw it)"},
+	{"vhdxfile", "a VHDX image (qemu-img convert -O raw it)"},
+}
+
+// checkContent returns r, or why its content cannot serve as role. A disk
+// image is written to a host's disk byte for byte and checked by its
+// digest, so a compressed or qcow2 file would be "installed" and pass its
+// check, and the host would then boot garbage: refuse those here.
+func checkContent(role string, r io.Reader) (io.Reader, error) {
+	if role != RoleDisk {
+		return r, nil
+	}
+	head := make([]byte, 8)
+	n, err := io.ReadFull(r, head)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return nil, err
+	}
+	head = head[:n]
+	for _, f := range notRaw {
+		if bytes.HasPrefix(head, []byte(f.magic)) {
+			return nil, fmt.Errorf("disk image is %s: a disk image must be raw", f.what)
+		}
+	}
+	return io.MultiReader(bytes.NewReader(head), r), nil
 }
 
 // Resolve returns the image version named by ref: "NAME:VERSION", its

@@ -255,6 +255,10 @@ func TestImportBadSpec(t *testing.T) {
 		{"cmdline newline", ImportSpec{Name: "a", Version: "1", Cmdline: "quiet\nchain evil", Files: only(RoleKernel)}, "control character"},
 		{"missing file", ImportSpec{Name: "a", Version: "1", Files: map[string]string{RoleKernel: filepath.Join(tmp, "nope")}}, "no such file"},
 		{"directory", ImportSpec{Name: "a", Version: "1", Files: map[string]string{RoleKernel: t.TempDir()}}, "not a regular file"},
+		{"zstd disk", ImportSpec{Name: "a", Version: "1", Mode: ModeDisk, Files: map[string]string{RoleKernel: good[RoleKernel],
+			RoleDisk: files(t, map[string]string{RoleDisk: "\x28\xb5\x2f\xfd rest of the frame"})[RoleDisk]}}, "zstd-compressed"},
+		{"qcow2 disk, streamed", ImportSpec{Name: "a", Version: "1", Mode: ModeDisk, Files: only(RoleKernel),
+			Readers: map[string]ImportSource{RoleDisk: {R: strings.NewReader("QFI\xfb\x00\x00\x00\x03"), Size: 8}}}, "qcow2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := s.Import(context.Background(), tc.spec)
