@@ -109,12 +109,12 @@ func runLab(ctx context.Context, kernel, initrd, work string, once bool) error {
 			WorkDir: filepath.Join(work, v.name), SerialLog: filepath.Join(work, v.name+".serial.log")}
 		machines = append(machines, m)
 		systems = append(systems, m)
-		fmt.Fprintf(&hosts, "  - {name: %s, macs: [%q], bmc: {endpoint: \"http://%s\", system: %s}, labels: {rack: lab}}\n", v.name, v.mac, ln.Addr(), v.name)
+		fmt.Fprintf(&hosts, "  - {name: %s, macs: [%q], bmc: {endpoint: \"https://%s\", system: %s}, labels: {rack: lab}}\n", v.name, v.mac, ln.Addr(), v.name)
 	}
 	fleetFile := `# the lab's fleet: every host follows demo@stable, powered through the virtual BMC
 defaults:
   image: demo@stable
-  bmc: {username: ` + bmcUser + `, credentials: env:PHOENIX_LAB_BMC_PASSWORD}
+  bmc: {username: ` + bmcUser + `, credentials: env:PHOENIX_LAB_BMC_PASSWORD, insecure: true}
 policy:
   canary: 1
   batch: 1
@@ -141,10 +141,15 @@ hosts:
 		}
 		defer m.Stop()
 	}
-	srv := &vbmc.Server{Systems: systems, Username: bmcUser, Password: bmcPassword}
+	// HTTPS with a self-signed certificate, as a BMC fresh from the factory.
+	bmcTLS, _, err := vbmc.SelfSignedTLS()
+	if err != nil {
+		return err
+	}
+	srv := &vbmc.Server{Systems: systems, Username: bmcUser, Password: bmcPassword, TLS: bmcTLS}
 	go srv.Serve(ctx, ln)
 	fmt.Printf("lab: work dir %s (phoenix log: %s)\n", work, filepath.Join(work, "phoenix.log"))
-	fmt.Printf("lab: virtual BMC at http://%s (%s/%s) with %d powered-off VMs (%s)\n", ln.Addr(), bmcUser, bmcPassword, len(machines), vbmc.Accel())
+	fmt.Printf("lab: virtual BMC at https://%s (%s/%s, self-signed certificate) with %d powered-off VMs (%s)\n", ln.Addr(), bmcUser, bmcPassword, len(machines), vbmc.Accel())
 	if err := site.Start(ctx); err != nil {
 		return err
 	}

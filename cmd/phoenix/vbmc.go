@@ -68,6 +68,7 @@ func loadVBMCConfig(path string) (*vbmcConfig, error) {
 
 func newVBMCCmd() *cobra.Command {
 	var config, listen, user, passwordFile, work string
+	var useTLS bool
 	cmd := &cobra.Command{
 		Use:   "vbmc",
 		Short: "Run a virtual BMC: a Redfish service that powers and boots QEMU VMs",
@@ -125,6 +126,17 @@ Plain HTTP: listen on loopback or a lab network only.`,
 				return err
 			}
 			srv := &vbmc.Server{Username: user, Password: password, Log: log}
+			scheme := "http"
+			if useTLS {
+				host, _, _ := net.SplitHostPort(listen)
+				conf, fp, err := vbmc.SelfSignedTLS(host)
+				if err != nil {
+					ln.Close()
+					return err
+				}
+				srv.TLS, scheme = conf, "https"
+				fmt.Fprintf(cmd.OutOrStdout(), "vbmc: self-signed certificate, SHA-256 %s (clients: insecure: true)\n", fp)
+			}
 			var started []*vbmc.Machine
 			defer func() {
 				for _, m := range started {
@@ -147,7 +159,7 @@ Plain HTTP: listen on loopback or a lab network only.`,
 				srv.Systems = append(srv.Systems, m)
 				fmt.Fprintf(cmd.OutOrStdout(), "vbmc: %s (%s, mac %s) powered off; serial: %s\n", m.Name, m.Info().Firmware, m.MAC, m.SerialLog)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "vbmc: Redfish service at http://%s/redfish/v1/\n", ln.Addr())
+			fmt.Fprintf(cmd.OutOrStdout(), "vbmc: Redfish service at %s://%s/redfish/v1/\n", scheme, ln.Addr())
 			return srv.Serve(ctx, ln)
 		},
 	}
@@ -156,6 +168,7 @@ Plain HTTP: listen on loopback or a lab network only.`,
 	cmd.Flags().StringVar(&user, "username", "", "BMC user name")
 	cmd.Flags().StringVar(&passwordFile, "password-file", "", "file holding the BMC password (or env PHOENIX_VBMC_PASSWORD)")
 	cmd.Flags().StringVar(&work, "work", "", "directory for QMP sockets, UEFI variables, media and serial logs (default: a temporary one, removed at exit)")
+	cmd.Flags().BoolVar(&useTLS, "tls", false, "serve HTTPS with a new self-signed certificate, as a BMC's factory one (clients then need insecure: true)")
 	cmd.MarkFlagRequired("config")
 	return cmd
 }

@@ -18,7 +18,7 @@ import (
 )
 
 // TestE2EFleet is the whole loop with real firmware: three VMs behind the
-// virtual BMC follow demo@stable. v1 everywhere; promote v2 → the canary
+// virtual BMC (HTTPS, self-signed) follow demo@stable. v1 everywhere; promote v2 → the canary
 // first, then the rest, never more than max_unavailable booting at once;
 // promote a broken v3 (its initrd has no init, so it never reports) → the
 // canary misses its deadline, is quarantined, the rollout halts and the
@@ -58,12 +58,12 @@ func TestE2EFleet(t *testing.T) {
 			WorkDir: filepath.Join(dir, name), SerialLog: filepath.Join(dir, name+".serial.log")}
 		machines = append(machines, m)
 		systems = append(systems, m)
-		fmt.Fprintf(&hosts, "- {name: %s, macs: [%q], bmc: {endpoint: \"http://%s\", system: %s}}\n", name, mac, ln.Addr(), name)
+		fmt.Fprintf(&hosts, "- {name: %s, macs: [%q], bmc: {endpoint: \"https://%s\", system: %s}}\n", name, mac, ln.Addr(), name)
 	}
 	os.Setenv("PHOENIX_LAB_BMC_PASSWORD", "lab-password") // the server inherits it: credentials: env:…
 	fleetFile := `defaults:
   image: demo@stable
-  bmc: {username: admin, credentials: env:PHOENIX_LAB_BMC_PASSWORD}
+  bmc: {username: admin, credentials: env:PHOENIX_LAB_BMC_PASSWORD, insecure: true}
 policy:
   canary: 1
   batch: 2
@@ -97,7 +97,13 @@ hosts:
 		}
 		t.Cleanup(m.Stop)
 	}
-	srv := &vbmc.Server{Systems: systems, Username: "admin", Password: "lab-password"}
+	// HTTPS with a self-signed certificate, as real BMCs: the controller's
+	// Redfish calls go through TLS with checks off (insecure: true).
+	bmcTLS, _, err := vbmc.SelfSignedTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &vbmc.Server{Systems: systems, Username: "admin", Password: "lab-password", TLS: bmcTLS}
 	go srv.Serve(ctx, ln)
 	if err := site.Start(ctx); err != nil {
 		t.Fatal(err)

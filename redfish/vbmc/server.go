@@ -15,6 +15,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -55,6 +56,9 @@ type Server struct {
 	SessionTimeout time.Duration
 	// Log gets requests that changed something; nil discards.
 	Log *slog.Logger
+	// TLS, when set, makes Serve speak HTTPS, as real BMCs do (see
+	// SelfSignedTLS); nil serves plain HTTP.
+	TLS *tls.Config
 
 	once     sync.Once
 	uuid     string
@@ -97,7 +101,13 @@ func (s *Server) log() *slog.Logger {
 
 // Serve answers Redfish requests on ln until ctx is done. It closes ln.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	if s.TLS != nil {
+		ln = tls.NewListener(ln, s.TLS)
+	}
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second,
+		// Failed handshakes (a client that checks certificates) and the
+		// like go to the service's log, not to stderr.
+		ErrorLog: slog.NewLogLogger(s.log().Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {

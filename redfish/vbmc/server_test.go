@@ -3,14 +3,18 @@ package vbmc
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -545,5 +549,43 @@ func TestSessionLimit(t *testing.T) {
 	}
 	if c := login(); c != 503 {
 		t.Fatalf("login over the limit: %d", c)
+	}
+}
+
+// TestServeTLS: with a self-signed certificate the service speaks HTTPS;
+// a client that checks certificates refuses it, one told not to (as for a
+// factory-certificate BMC) gets the service root, from the certificate
+// whose fingerprint SelfSignedTLS returned.
+func TestServeTLS(t *testing.T) {
+	conf, fp, err := SelfSignedTLS("bmc.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go (&Server{TLS: conf}).Serve(ctx, ln)
+	url := "https://" + ln.Addr().String() + "/redfish/v1/"
+	if _, err := http.Get(url); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("a checking client accepted the self-signed certificate: %v", err)
+	}
+	insecure := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the point of the test
+	resp, err := insecure.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.TLS == nil {
+		t.Fatalf("status %d, TLS %v", resp.StatusCode, resp.TLS != nil)
+	}
+	sum := sha256.Sum256(resp.TLS.PeerCertificates[0].Raw)
+	if got := strings.ReplaceAll(fmt.Sprintf("% X", sum[:]), " ", ":"); got != fp {
+		t.Errorf("served certificate %s, want fingerprint %s", got, fp)
+	}
+	if names := resp.TLS.PeerCertificates[0].DNSNames; !slices.Contains(names, "bmc.example") {
+		t.Errorf("certificate names %v lack bmc.example", names)
 	}
 }
