@@ -87,8 +87,8 @@ type Controller struct {
 
 	repMu      sync.Mutex
 	newReports []Report // reports not yet seen by a pass
-	// failures holds the latest failure report of each known MAC until a
-	// pass takes it (checkStep); guarded by mu. Failures are not what a
+	// failures holds the latest failure report of each MAC whose host has
+	// a step, until a pass takes it (checkStep); guarded by mu. Failures are not what a
 	// host runs, so they never enter reports or the store.
 	failures map[string]Report
 
@@ -331,9 +331,10 @@ func (c *Controller) mergeReports() {
 	c.repMu.Unlock()
 	for _, r := range queued {
 		if r.Error != "" {
-			// Only known MACs: anyone may post, and the map must stay
-			// bounded by the fleet.
-			if _, known := c.byMAC[r.MAC]; known {
+			// Only hosts being changed: anyone may post, and a failure
+			// matters only to a step (checkStep takes it on the next
+			// pass), so the map holds at most the hosts in flight.
+			if name, known := c.byMAC[r.MAC]; known && c.hosts[name] != nil && c.hosts[name].Step != nil {
 				if c.failures == nil {
 					c.failures = map[string]Report{}
 				}
