@@ -2,11 +2,13 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -152,6 +154,19 @@ func benchDHCP(ctx context.Context, e *env) ([]Row, error) {
 	if e.o.Quick {
 		rates, secs = []int{1000, 4000, 8000, 12000, 16000}, 3
 	}
+	// perfdhcp plays every client behind one socket, whose buffer (the
+	// kernel's default, 208 KiB) a server's burst of replies to many
+	// clients overflows: replies sent, then counted as drops, where real
+	// clients would each have their own socket. A load generator for
+	// thousands of clients gets a buffer to match. A child namespace
+	// cannot set the default (it is read-only there), so it is raised
+	// machine-wide for this part, for every server alike, and put back.
+	if restore, err := raiseRmemDefault(clientRcvBuf); err != nil {
+		e.o.logf("dhcp: perfdhcp keeps the default socket buffer: %v", err)
+	} else {
+		defer restore()
+		e.o.logf("dhcp: net.core.rmem_default is %d during this part (perfdhcp's socket buffer), put back after", clientRcvBuf)
+	}
 	servers := e.dhcpServers()
 	clean := map[string][]float64{}
 	peak := map[string][]float64{}
@@ -275,4 +290,40 @@ func phoenixDHCPCounters() map[string]float64 {
 		}
 	}
 	return out
+}
+
+// clientRcvBuf is the socket buffer perfdhcp gets: room for a few
+// thousand replies, as a load generator standing in for that many
+// clients needs.
+const clientRcvBuf = 4 << 20
+
+// raiseRmemDefault raises net.core.rmem_default to at least v and returns
+// the function that puts the old value back. The setting is the
+// machine's, writable only from the initial network namespace (the bench
+// runs in a private one), so it is written through nsenter in the
+// namespace of the bench's parent, which started it there.
+func raiseRmemDefault(v int) (restore func(), err error) {
+	data, err := os.ReadFile("/proc/sys/net/core/rmem_default")
+	if err != nil {
+		return nil, err
+	}
+	old, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, fmt.Errorf("net.core.rmem_default: %w", err)
+	}
+	if old >= v {
+		return func() {}, nil
+	}
+	set := func(n int) error {
+		out, err := exec.Command("nsenter", fmt.Sprintf("--net=/proc/%d/ns/net", os.Getppid()), "--", "sysctl", "-qw",
+			fmt.Sprintf("net.core.rmem_default=%d", n)).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("sysctl net.core.rmem_default=%d: %v: %s", n, err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+	if err := set(v); err != nil {
+		return nil, err
+	}
+	return func() { _ = set(old) }, nil
 }
