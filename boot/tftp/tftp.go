@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"sync/atomic"
@@ -82,6 +83,7 @@ type Server struct {
 	OnTransfer func(Transfer)
 
 	transfers, failures, aborted, refused, dropped, bytes atomic.Uint64
+	cache                                                 fileCache
 }
 
 // Transfer describes one finished request.
@@ -263,7 +265,7 @@ func (s *Server) readHandler(ctx context.Context, root *os.Root) func(string, io
 			return s.refuse(t, start, err, errAccess)
 		}
 		t.File = name
-		f, size, err := s.open(root, name)
+		f, fi, err := s.open(root, name)
 		if err != nil {
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
@@ -276,15 +278,22 @@ func (s *Server) readHandler(ctx context.Context, root *os.Root) func(string, io
 		}
 		defer f.Close()
 
+		r, err := s.cache.reader(s.pathOf(name), f, fi)
+		if err != nil {
+			return s.refuse(t, start, err, errAccess)
+		}
+		if r == io.Reader(f) {
+			// Too big to cache. The library reads one block at a
+			// time; a buffer turns ~11 block-sized reads into one
+			// syscall, which a storm of hundreds of transfers feels.
+			r = bufio.NewReaderSize(f, readBuf)
+		}
 		// tsize (RFC 2349) is only answered when the client asked for it;
 		// the library then also needs it set before ReadFrom.
 		if ot, ok := rf.(pintftp.OutgoingTransfer); ok {
-			ot.SetSize(size)
+			ot.SetSize(fi.Size())
 		}
-		// The library reads one block at a time; a buffer turns ~11
-		// block-sized reads into one syscall, which a storm of hundreds
-		// of transfers feels.
-		n, err := rf.ReadFrom(ctxReader{ctx, bufio.NewReaderSize(f, readBuf)})
+		n, err := rf.ReadFrom(ctxReader{ctx, r})
 		t.Bytes, t.Duration, t.Err = n, time.Since(start), err
 		s.bytes.Add(uint64(n))
 		log := s.logger().With("ip", ipOf(t.Remote), "file", name)
@@ -340,21 +349,29 @@ func (s *Server) logger() *slog.Logger {
 }
 
 // open opens a requested (cleaned) name from Files or under root.
-func (s *Server) open(root *os.Root, name string) (*os.File, int64, error) {
+func (s *Server) open(root *os.Root, name string) (*os.File, os.FileInfo, error) {
 	if path, ok := s.Files[name]; ok {
 		return openFile(path)
 	}
 	if root == nil {
-		return nil, 0, fmt.Errorf("%s: %w", name, fs.ErrNotExist)
+		return nil, nil, fmt.Errorf("%s: %w", name, fs.ErrNotExist)
 	}
 	return openRegular(root, name)
 }
 
+// pathOf names the file open serves for name, as the cache's key.
+func (s *Server) pathOf(name string) string {
+	if path, ok := s.Files[name]; ok {
+		return path
+	}
+	return filepath.Join(s.Root, name)
+}
+
 // openFile opens one of the operator's configured files, regular files only.
-func openFile(path string) (*os.File, int64, error) {
+func openFile(path string) (*os.File, os.FileInfo, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
@@ -362,36 +379,36 @@ func openFile(path string) (*os.File, int64, error) {
 		if err == nil {
 			err = fmt.Errorf("%s: %w", path, errNotRegular)
 		}
-		return nil, 0, err
+		return nil, nil, err
 	}
-	return f, fi.Size(), nil
+	return f, fi, nil
 }
 
 // openRegular opens name under root, refusing anything but a regular file.
 // O_NONBLOCK keeps a FIFO swapped in after the check from blocking the
 // transfer goroutine forever; it has no effect on regular files.
-func openRegular(root *os.Root, name string) (*os.File, int64, error) {
+func openRegular(root *os.Root, name string) (*os.File, os.FileInfo, error) {
 	fi, err := root.Stat(name)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, 0, fmt.Errorf("%s: %w", name, errNotRegular)
+		return nil, nil, fmt.Errorf("%s: %w", name, errNotRegular)
 	}
 	f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, err
 	}
 	fi, err = f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, 0, err
+		return nil, nil, err
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, 0, fmt.Errorf("%s: %w", name, errNotRegular)
+		return nil, nil, fmt.Errorf("%s: %w", name, errNotRegular)
 	}
-	return f, fi.Size(), nil
+	return f, fi, nil
 }
 
 // ctxReader fails reads once ctx is done, so in-flight transfers end (with

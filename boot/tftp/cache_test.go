@@ -1,0 +1,63 @@
+package tftp
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestCacheFollowsFile: a served file that is rewritten in place, replaced
+// by a rename, or grows past the cache's limit is served as it is now,
+// never as it was cached.
+func TestCacheFollowsFile(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, &Server{Root: dir})
+	path := filepath.Join(dir, "undionly.kpxe")
+	fetch := func(want []byte, step string) {
+		t.Helper()
+		got, _, err := get(ts.addr, "undionly.kpxe", 1468, false)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("%s: got %d bytes, not the file's %d", step, len(got), len(want))
+		}
+	}
+	v1 := randomBytes(100_000)
+	mustWrite(t, path, v1)
+	fetch(v1, "first")
+	fetch(v1, "cached")
+
+	// Same size, rewritten in place: the inode stays, ctime moves.
+	v2 := bytes.Clone(v1)
+	v2[50_000] ^= 0xff
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(v2[50_000:50_001], 50_000); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	fetch(v2, "rewritten in place")
+
+	// Replaced by a rename, as package managers do.
+	v3 := randomBytes(70_000)
+	mustWrite(t, path+".new", v3)
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+	fetch(v3, "renamed over")
+
+	// Too big to cache: read from the file as it is sent.
+	v4 := randomBytes(cacheMaxFile + 1)
+	mustWrite(t, path, v4)
+	fetch(v4, "over the cache limit")
+	ts.cache.mu.Lock()
+	n := len(ts.cache.files)
+	ts.cache.mu.Unlock()
+	if n != 1 {
+		t.Errorf("cache holds %d files", n)
+	}
+}
