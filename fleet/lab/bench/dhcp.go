@@ -149,7 +149,9 @@ func (e *env) dhcpServers() []server {
 func benchDHCP(ctx context.Context, e *env) ([]Row, error) {
 	// The ladder climbs past where every server here saturates on two
 	// cores, so a ratio compares ceilings rather than the ladder's top.
-	rates := []int{250, 500, 1000, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000}
+	// It starts low enough that dnsmasq with a lease file (a few
+	// hundred a second) has a figure of its own.
+	rates := []int{100, 250, 500, 1000, 2000, 4000, 6000, 8000, 10000, 12000, 14000, 16000}
 	secs := 5
 	if e.o.Quick {
 		rates, secs = []int{1000, 4000, 8000, 12000, 16000}, 3
@@ -181,14 +183,18 @@ func benchDHCP(ctx context.Context, e *env) ([]Row, error) {
 		}
 	}
 	var rows []Row
+	// A peer with no clean rate at all is beaten by any clean rate.
+	atLeast := func(r Row, x float64) string {
+		return yesNo(r.Ratio() >= x || (median(r.Peer) == 0 && median(r.Phoenix) > 0))
+	}
 	for _, peer := range []string{"kea", "dnsmasq-leasefile", "dnsmasq-noleasefile"} {
 		r := Row{Part: "dhcp", Metric: "DORA/s, drops ≤ 0.1 %", Unit: "/s", Phoenix: clean["phoenix"], PeerName: peer, Peer: clean[peer]}
 		switch peer {
 		case "kea":
-			r.Goal, r.Met = "≥ 1.0×", yesNo(r.Ratio() >= 1.0)
+			r.Goal, r.Met = "≥ 1.0×", atLeast(r, 1.0)
 			r.Note = "kea memfile persist=true (appends, no fsync); phoenix fsyncs each lease before its ACK"
 		case "dnsmasq-leasefile":
-			r.Goal, r.Met = "≥ 1.5×", yesNo(r.Ratio() >= 1.5)
+			r.Goal, r.Met = "≥ 1.5×", atLeast(r, 1.5)
 			r.Note = "dnsmasq --no-ping, lease file on"
 		default:
 			r.Note = "dnsmasq --no-ping --leasefile-ro (nothing persisted)"
