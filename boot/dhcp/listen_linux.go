@@ -60,24 +60,41 @@ func Listen(iface string, addr string) (net.PacketConn, error) {
 		pc.Close()
 		return nil, fmt.Errorf("dhcp listen %s: IP_PKTINFO: %w", addr, err)
 	}
-	return &ifConn{PacketConn: pc, p: p}, nil
+	return &ifConn{UDPConn: pc.(*net.UDPConn), oob: ipv4.NewControlMessage(ipv4.FlagInterface)}, nil
 }
 
-// ifConn is a UDP socket that knows the interface of each packet.
+// ifConn is a UDP socket that knows the interface of each packet. It goes
+// through the standard library's ReadMsgUDP and WriteMsgUDP rather than
+// x/net/ipv4's PacketConn: the latter's receive path (x/sys/unix's
+// Recvmsg) asks the kernel for the socket's protocol with a getsockopt on
+// every packet, an extra syscall per request that a storm feels.
 type ifConn struct {
-	net.PacketConn
-	p *ipv4.PacketConn
+	*net.UDPConn
+	oob []byte // the reader's control-message buffer: one reader at a time
 }
 
+// readFromInterface reads one packet and the index of the interface it
+// arrived on (0 if unknown). It is not safe for concurrent use; Serve
+// reads from one goroutine.
 func (c *ifConn) readFromInterface(b []byte) (int, int, net.Addr, error) {
-	n, cm, src, err := c.p.ReadFrom(b)
+	n, oobn, _, src, err := c.ReadMsgUDP(b, c.oob)
+	if err != nil {
+		return n, 0, nil, err
+	}
 	ifIndex := 0
-	if cm != nil {
+	var cm ipv4.ControlMessage
+	if cm.Parse(c.oob[:oobn]) == nil {
 		ifIndex = cm.IfIndex
 	}
-	return n, ifIndex, src, err
+	return n, ifIndex, src, nil
 }
 
+// writeToInterface sends b to dst out of the interface ifIndex.
 func (c *ifConn) writeToInterface(b []byte, ifIndex int, dst net.Addr) (int, error) {
-	return c.p.WriteTo(b, &ipv4.ControlMessage{IfIndex: ifIndex}, dst)
+	ua, ok := dst.(*net.UDPAddr)
+	if !ok {
+		return 0, fmt.Errorf("dhcp: send to %T, not a UDP address", dst)
+	}
+	n, _, err := c.WriteMsgUDP(b, (&ipv4.ControlMessage{IfIndex: ifIndex}).Marshal(), ua)
+	return n, err
 }
