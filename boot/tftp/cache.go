@@ -27,13 +27,19 @@ const (
 // file is read afresh.
 type fileCache struct {
 	mu    sync.Mutex
-	files map[string]cachedFile
-	total int64
+	files map[string]*cachedFile
+	total int64 // bytes of all entries, counted when they are added
 }
 
+// cachedFile is one file's content. The request that adds it reads the
+// file outside the cache's lock, so a slow first read of one file holds
+// up only the requests for that same file, which wait on ready instead of
+// reading it again.
 type cachedFile struct {
-	id   fileID
-	data []byte
+	id    fileID
+	ready chan struct{} // closed once data or err is set
+	data  []byte
+	err   error
 }
 
 // fileID tells two versions of a file apart.
@@ -56,37 +62,65 @@ func idOf(fi os.FileInfo) (fileID, bool) {
 
 // reader returns a reader over f's content: from memory when f is small
 // enough to cache, else f itself. key names the file (its path), fi is
-// f's Stat. The caller still closes f.
+// f's Stat. The caller still closes f. Should the request that loads the
+// file fail to read it, the requests that waited for it read their own f.
 func (c *fileCache) reader(key string, f *os.File, fi os.FileInfo) (io.Reader, error) {
 	id, ok := idOf(fi)
 	if !ok || fi.Size() > cacheMaxFile {
 		return f, nil
 	}
-	// Loading under the lock keeps a storm's first requests from reading
-	// the same file hundreds of times; a small file from the page cache
-	// takes well under a millisecond.
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if e, ok := c.files[key]; ok && e.id == id {
+		c.mu.Unlock()
+		<-e.ready
+		if e.err != nil {
+			return f, nil
+		}
 		return bytes.NewReader(e.data), nil
 	}
+	e := &cachedFile{id: id, ready: make(chan struct{})}
+	c.add(key, e)
+	c.mu.Unlock()
+
 	data := make([]byte, fi.Size())
-	if _, err := io.ReadFull(f, data); err != nil {
-		return nil, fmt.Errorf("read %s: %w", key, err)
+	_, err := io.ReadFull(f, data)
+	if err != nil {
+		e.err = fmt.Errorf("read %s: %w", key, err)
+		c.mu.Lock()
+		if c.files[key] == e {
+			c.remove(key)
+		}
+		c.mu.Unlock()
+	} else {
+		e.data = data
 	}
+	close(e.ready)
+	if e.err != nil {
+		return nil, e.err
+	}
+	return bytes.NewReader(data), nil
+}
+
+// add puts e under key, in place of an older version; c.mu is held.
+func (c *fileCache) add(key string, e *cachedFile) {
 	if c.files == nil {
-		c.files = map[string]cachedFile{}
+		c.files = map[string]*cachedFile{}
 	}
+	c.remove(key)
+	if c.total+e.id.size > cacheMaxTotal {
+		// Many distinct files: start over rather than track use; a
+		// TFTP root holds a handful of binaries. Requests still
+		// loading or reading a dropped entry keep their pointer.
+		c.files, c.total = map[string]*cachedFile{}, 0
+	}
+	c.files[key] = e
+	c.total += e.id.size
+}
+
+// remove drops key's entry, if any; c.mu is held.
+func (c *fileCache) remove(key string) {
 	if e, ok := c.files[key]; ok {
-		c.total -= int64(len(e.data))
+		c.total -= e.id.size
 		delete(c.files, key)
 	}
-	if c.total+int64(len(data)) > cacheMaxTotal {
-		// Many distinct files: start over rather than track use; a
-		// TFTP root holds a handful of binaries.
-		c.files, c.total = map[string]cachedFile{}, 0
-	}
-	c.files[key] = cachedFile{id: id, data: data}
-	c.total += int64(len(data))
-	return bytes.NewReader(data), nil
 }

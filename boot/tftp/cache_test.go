@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -59,5 +60,41 @@ func TestCacheFollowsFile(t *testing.T) {
 	ts.cache.mu.Unlock()
 	if n != 1 {
 		t.Errorf("cache holds %d files", n)
+	}
+}
+
+// TestCacheFirstRequestsTogether: requests that arrive together for a file
+// not yet cached all get its content, while one of them reads it, and a
+// file being loaded does not hold up requests for another.
+func TestCacheFirstRequestsTogether(t *testing.T) {
+	dir := t.TempDir()
+	ts := startServer(t, &Server{Root: dir})
+	files := map[string][]byte{"a.kpxe": randomBytes(300_000), "b.efi": randomBytes(200_000)}
+	for name, data := range files {
+		mustWrite(t, filepath.Join(dir, name), data)
+	}
+	errs := make(chan error, 20)
+	for i := range 20 {
+		name := "a.kpxe"
+		if i%2 == 1 {
+			name = "b.efi"
+		}
+		go func() {
+			got, _, err := get(ts.addr, name, 1468, false)
+			if err == nil && !bytes.Equal(got, files[name]) {
+				err = fmt.Errorf("%s: got %d bytes, not the file's %d", name, len(got), len(files[name]))
+			}
+			errs <- err
+		}()
+	}
+	for range 20 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	ts.cache.mu.Lock()
+	defer ts.cache.mu.Unlock()
+	if n, total := len(ts.cache.files), ts.cache.total; n != 2 || total != 500_000 {
+		t.Errorf("cache holds %d files, %d bytes; want 2, 500000", n, total)
 	}
 }

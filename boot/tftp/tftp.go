@@ -265,7 +265,7 @@ func (s *Server) readHandler(ctx context.Context, root *os.Root) func(string, io
 			return s.refuse(t, start, err, errAccess)
 		}
 		t.File = name
-		f, fi, err := s.open(root, name)
+		f, fi, path, err := s.open(root, name)
 		if err != nil {
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
@@ -278,7 +278,7 @@ func (s *Server) readHandler(ctx context.Context, root *os.Root) func(string, io
 		}
 		defer f.Close()
 
-		r, err := s.cache.reader(s.pathOf(name), f, fi)
+		r, err := s.cache.reader(path, f, fi)
 		if err != nil {
 			return s.refuse(t, start, err, errAccess)
 		}
@@ -348,23 +348,18 @@ func (s *Server) logger() *slog.Logger {
 	return s.Log
 }
 
-// open opens a requested (cleaned) name from Files or under root.
-func (s *Server) open(root *os.Root, name string) (*os.File, os.FileInfo, error) {
+// open opens a requested (cleaned) name from Files or under root, and
+// says which path it opened (the file cache's key).
+func (s *Server) open(root *os.Root, name string) (*os.File, os.FileInfo, string, error) {
 	if path, ok := s.Files[name]; ok {
-		return openFile(path)
+		f, fi, err := openFile(path)
+		return f, fi, path, err
 	}
 	if root == nil {
-		return nil, nil, fmt.Errorf("%s: %w", name, fs.ErrNotExist)
+		return nil, nil, "", fmt.Errorf("%s: %w", name, fs.ErrNotExist)
 	}
-	return openRegular(root, name)
-}
-
-// pathOf names the file open serves for name, as the cache's key.
-func (s *Server) pathOf(name string) string {
-	if path, ok := s.Files[name]; ok {
-		return path
-	}
-	return filepath.Join(s.Root, name)
+	f, fi, err := openRegular(root, name)
+	return f, fi, filepath.Join(s.Root, name), err
 }
 
 // openFile opens one of the operator's configured files, regular files only.
