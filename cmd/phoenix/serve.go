@@ -170,6 +170,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(serveGCPercent)
 	}
+	setTimerSlack(log, serveTimerSlack)
 	st, err := fleet.OpenState(o.state, o.stateAllowShared, log)
 	if err != nil {
 		return err
