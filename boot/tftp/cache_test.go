@@ -63,9 +63,10 @@ func TestCacheFollowsFile(t *testing.T) {
 	}
 }
 
-// TestCacheFirstRequestsTogether: requests that arrive together for a file
-// not yet cached all get its content, while one of them reads it, and a
-// file being loaded does not hold up requests for another.
+// TestCacheFirstRequestsTogether: requests that arrive together for files
+// not yet cached all get the right content, and the cache ends up holding
+// each file once (its byte count is not skewed by the requests that
+// waited for another one's read).
 func TestCacheFirstRequestsTogether(t *testing.T) {
 	dir := t.TempDir()
 	ts := startServer(t, &Server{Root: dir})
