@@ -190,17 +190,7 @@ func (r *request) nak(ip net.IP, reason string) *dhcpv4.DHCPv4 {
 
 func (r *request) release() *dhcpv4.DHCPv4 {
 	ip := r.m.ClientIPAddr
-	r.mu.Lock()
-	ok := r.st.pool.release(r.mac(), ipToU32(ip), r.clock())
-	var deleted func()
-	if ok {
-		deleted = r.deleteLease(r.mac())
-	}
-	r.mu.Unlock()
-	if deleted != nil {
-		deleted()
-	}
-	if !ok {
+	if !r.giveBack(ip, r.st.pool.release) {
 		return r.ignore(ip, "release of an address the client does not hold")
 	}
 	r.stats.releases.Add(1)
@@ -209,13 +199,13 @@ func (r *request) release() *dhcpv4.DHCPv4 {
 	return nil
 }
 
-func (r *request) decline() *dhcpv4.DHCPv4 {
-	ip := r.m.RequestedIPAddress()
-	if ip == nil {
-		return r.ignore(nil, "decline without an address")
-	}
+// giveBack hands the client's address ip back to the pool through give
+// (the pool's release or decline) and, if the pool took it, deletes the
+// stored lease, waiting for the deletion outside the lock. It reports
+// whether the client held ip.
+func (r *request) giveBack(ip net.IP, give func(mac string, ip uint32, now time.Time) bool) bool {
 	r.mu.Lock()
-	ok := r.st.pool.decline(r.mac(), ipToU32(ip), r.clock())
+	ok := give(r.mac(), ipToU32(ip), r.clock())
 	var deleted func()
 	if ok {
 		deleted = r.deleteLease(r.mac())
@@ -224,7 +214,15 @@ func (r *request) decline() *dhcpv4.DHCPv4 {
 	if deleted != nil {
 		deleted()
 	}
-	if !ok {
+	return ok
+}
+
+func (r *request) decline() *dhcpv4.DHCPv4 {
+	ip := r.m.RequestedIPAddress()
+	if ip == nil {
+		return r.ignore(nil, "decline without an address")
+	}
+	if !r.giveBack(ip, r.st.pool.decline) {
 		return r.ignore(ip, "decline of an address the client does not hold")
 	}
 	r.stats.declines.Add(1)
