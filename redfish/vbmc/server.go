@@ -343,20 +343,31 @@ func (s *Server) find(id string) System {
 	return nil
 }
 
-func (s *Server) systems(w http.ResponseWriter, r *http.Request, seg []string) {
+// member serves the collections that have one member per machine
+// (Systems, Managers): with no further segment it answers a GET of the
+// collection at root+path, else it finds the machine seg names. It returns
+// nil once it has answered the request itself (the collection, or 404).
+func (s *Server) member(w http.ResponseWriter, r *http.Request, seg []string, path, typ, name string) System {
 	if len(seg) == 0 {
 		s.only(w, r, http.MethodGet, func() {
 			var ids []string
 			for _, sys := range s.Systems {
-				ids = append(ids, root+"/Systems/"+sys.Info().Name)
+				ids = append(ids, root+path+"/"+sys.Info().Name)
 			}
-			writeJSON(w, http.StatusOK, collection("#ComputerSystemCollection.ComputerSystemCollection", root+"/Systems", "Computer System Collection", ids))
+			writeJSON(w, http.StatusOK, collection(typ, root+path, name, ids))
 		})
-		return
+		return nil
 	}
 	sys := s.find(seg[0])
 	if sys == nil {
 		notFound(w, r)
+	}
+	return sys
+}
+
+func (s *Server) systems(w http.ResponseWriter, r *http.Request, seg []string) {
+	sys := s.member(w, r, seg, "/Systems", "#ComputerSystemCollection.ComputerSystemCollection", "Computer System Collection")
+	if sys == nil {
 		return
 	}
 	switch {
@@ -578,19 +589,8 @@ func (s *Server) reset(w http.ResponseWriter, r *http.Request, sys System) {
 }
 
 func (s *Server) managers(w http.ResponseWriter, r *http.Request, seg []string) {
-	if len(seg) == 0 {
-		s.only(w, r, http.MethodGet, func() {
-			var ids []string
-			for _, sys := range s.Systems {
-				ids = append(ids, root+"/Managers/"+sys.Info().Name)
-			}
-			writeJSON(w, http.StatusOK, collection("#ManagerCollection.ManagerCollection", root+"/Managers", "Manager Collection", ids))
-		})
-		return
-	}
-	sys := s.find(seg[0])
+	sys := s.member(w, r, seg, "/Managers", "#ManagerCollection.ManagerCollection", "Manager Collection")
 	if sys == nil {
-		notFound(w, r)
 		return
 	}
 	info := sys.Info()
