@@ -17,7 +17,7 @@ import (
 // wake-up goes through the hypervisor, that monitor alone took a fifth of
 // serve's CPU in a storm of 200 TFTP transfers (a short send and receive
 // per block). With 1 ms of slack the storm took 1.17–1.31× dnsmasq's CPU
-// instead of 1.33–1.49× (bench, README). Nothing in serve needs timers
+// instead of 1.33–1.49× (once 1.61×; bench, README). Nothing in serve needs timers
 // finer than that: its shortest timeouts, TFTP's and DHCP's, are seconds.
 const serveTimerSlack = 1_000_000
 
