@@ -30,6 +30,10 @@ type simWorld struct {
 	broken    string  // a digest whose boots never report
 	failing   string  // a digest whose boots send a failure report
 	bmcErrP   float64 // probability that a BMC call fails
+	// spareCanaries keeps failP and bmcErrP off the rollout's canaries: a
+	// failed canary halts the rollout by design (controller_test.go covers
+	// that), which would end a test about the failure budget at random.
+	spareCanaries bool
 
 	mu         sync.Mutex
 	macs       map[string]net.HardwareAddr
@@ -92,7 +96,7 @@ type simBMC struct {
 func (b *simBMC) wait(ctx context.Context) error {
 	select {
 	case <-time.After(b.w.bmcDelay()):
-		if b.w.bmcErrP > 0 && rand.Float64() < b.w.bmcErrP {
+		if b.w.bmcErrP > 0 && !b.w.spared(b.name) && rand.Float64() < b.w.bmcErrP {
 			return fmt.Errorf("503 service unavailable")
 		}
 		return nil
@@ -190,7 +194,7 @@ func (w *simWorld) boot(name string, g int, mayFail bool) {
 			Time: time.Now(), Error: "no disk to install to"})
 		return
 	}
-	if broken || (mayFail && failP > 0 && rand.Float64() < failP) {
+	if broken || (mayFail && failP > 0 && !w.spared(name) && rand.Float64() < failP) {
 		return // hangs in its initrd: never reports
 	}
 	// A host that reports is in service again: mark it up before the
@@ -214,7 +218,19 @@ func (w *simWorld) boot(name string, g int, mayFail bool) {
 	}
 }
 
-// quarantinedSet and assignedOf let the simulation look inside.
+// spared tells whether random faults skip name (see spareCanaries).
+func (w *simWorld) spared(name string) bool {
+	if !w.spareCanaries {
+		return false
+	}
+	c := w.ctrl.Load()
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e := c.rhosts[name]
+	return e != nil && e.Canary
+}
+
+// quarantinedSet, assignedOf and spared let the simulation look inside.
 func (c *Controller) quarantinedSet() map[string]bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -365,6 +381,7 @@ func TestSimulationRollout(t *testing.T) {
 	s := startSim(t, n, 100, "  canary: 3\n  batch: 100\n  boot_deadline: 1s\n  retries: 1\n  failure_budget: 50\n", func(w *simWorld) {
 		w.failP = 0.01
 		w.bmcErrP = 0.01
+		w.spareCanaries = true
 		w.bmcDelay = func() time.Duration {
 			if rand.Float64() < 0.05 {
 				return 100*time.Millisecond + rand.N(200*time.Millisecond) // slow BMCs
