@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -35,12 +36,33 @@ import (
 )
 
 // Boot file names looked up in --ipxe-dir. Debian's ipxe package ships the
-// first two; an ARM64 iPXE is served when the operator adds one.
+// first three; an ARM64 iPXE is served when the operator adds one.
 const (
 	biosBootFile  = "undionly.kpxe"
+	snpBootFile   = "snponly.efi"
 	efi64BootFile = "ipxe.efi"
 	arm64BootFile = "ipxe-arm64.efi"
 )
+
+// uefiBootFile is the x86-64 UEFI iPXE handed out: flag, the name given by
+// --efi-boot-file; else snponly.efi when dir has it, else ipxe.efi.
+//
+// snponly.efi drives the NIC through the firmware's own network driver and
+// gives control back to the firmware when a script exits, so a host told
+// to boot from its local disk (or an unknown one) goes on to its next boot
+// device. Debian's ipxe.efi (iPXE 2019, all its own drivers) never returns
+// from exit under OVMF: the machine hangs after "No more network devices"
+// (fleet/lab TestE2EDiskUEFI). snponly.efi is also a fifth of the size,
+// which a rack's worth of TFTP transfers feels.
+func uefiBootFile(dir, flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if fi, err := os.Stat(filepath.Join(dir, snpBootFile)); err == nil && fi.Mode().IsRegular() {
+		return snpBootFile
+	}
+	return efi64BootFile
+}
 
 // serveOptions are serve's flags; a --config YAML file may set any of them
 // by flag name, and flags given on the command line win.
@@ -60,6 +82,7 @@ type serveOptions struct {
 	httpAddr         string
 	tftpAddr         string
 	ipxeDir          string
+	efiBootFile      string
 	hostsFile        string
 	routerAdvert     bool
 	requireSigned    string
@@ -99,7 +122,8 @@ func newServeCmd() *cobra.Command {
 	f.StringSliceVar(&o.reservations, "reserve", nil, "full mode: static reservation MAC=IP (repeatable)")
 	f.StringVar(&o.httpAddr, "http-addr", ":80", "HTTP listen address (iPXE scripts, artifacts, API)")
 	f.StringVar(&o.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
-	f.StringVar(&o.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "directory holding undionly.kpxe and ipxe.efi (Debian package ipxe)")
+	f.StringVar(&o.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "directory holding undionly.kpxe and snponly.efi or ipxe.efi (Debian package ipxe)")
+	f.StringVar(&o.efiBootFile, "efi-boot-file", "", "iPXE file in --ipxe-dir for x86-64 UEFI PXE and HTTP boot (default: snponly.efi if there, else ipxe.efi)")
 	f.StringVar(&o.hostsFile, "hosts", "", "fleet file (YAML: hosts with name, macs, image NAME:VERSION or NAME@CHANNEL, bmc; rollout policy), applied at start when changed")
 	f.StringVar(&o.requireSigned, "require-signed", "", "minisign public key file: boot only image versions it has signed (others get an error script)")
 	f.BoolVar(&o.routerAdvert, "router-advert", false, "send IPv6 router advertisements (lifetime 0) on --interface so iPXE skips its ~13 s IPv6 wait")
@@ -217,7 +241,8 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		}
 		bootImages = images.SignedOnly{Store: store, Key: key}
 	}
-	bootFiles, err := tftp.ResolveFiles(o.ipxeDir, []string{biosBootFile, efi64BootFile}, []string{"snponly.efi", arm64BootFile})
+	o.efiBootFile = uefiBootFile(o.ipxeDir, o.efiBootFile)
+	bootFiles, err := tftp.ResolveFiles(o.ipxeDir, []string{biosBootFile, o.efiBootFile}, []string{snpBootFile, efi64BootFile, arm64BootFile})
 	if err != nil {
 		return err
 	}
@@ -373,7 +398,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		s := &ra.Sender{Interface: o.iface, Log: log.With("svc", "ra")}
 		g.Go(func() error { return s.Run(ctx) })
 	}
-	log.Info("phoenix serving", "state", st.Path, "url", baseURL, "dhcp", o.dhcpMode, "interface", o.iface, "ipxe_dir", o.ipxeDir)
+	log.Info("phoenix serving", "state", st.Path, "url", baseURL, "dhcp", o.dhcpMode, "interface", o.iface, "ipxe_dir", o.ipxeDir, "uefi_boot_file", o.efiBootFile)
 	return g.Wait()
 }
 
@@ -439,10 +464,10 @@ func dhcpConfig(o serveOptions, serverIP net.IP, ifNet *net.IPNet, baseURL strin
 	cfg := dhcp.Config{
 		ServerIP:      serverIP,
 		BIOSBootFile:  biosBootFile,
-		EFI64BootFile: efi64BootFile,
+		EFI64BootFile: o.efiBootFile,
 		LeaseTime:     o.leaseTime,
 		ScriptURL:     baseURL + "/boot.ipxe?mac=${netX/mac}",
-		HTTPBootURL:   baseURL + "/ipxe/ipxe.efi",
+		HTTPBootURL:   baseURL + "/ipxe/" + o.efiBootFile,
 	}
 	switch o.dhcpMode {
 	case "proxy":

@@ -76,3 +76,26 @@ func TestSnake(t *testing.T) {
 		}
 	}
 }
+
+// TestUEFIBootFile: snponly.efi when the directory has it (it returns to
+// the firmware on exit; see uefiBootFile), ipxe.efi otherwise, and the
+// operator's choice over both. DHCP and HTTP boot hand out the same file.
+func TestUEFIBootFile(t *testing.T) {
+	dir := t.TempDir()
+	if got := uefiBootFile(dir, ""); got != "ipxe.efi" {
+		t.Errorf("without snponly.efi: %s", got)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "snponly.efi"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := uefiBootFile(dir, ""); got != "snponly.efi" {
+		t.Errorf("with snponly.efi: %s", got)
+	}
+	if got := uefiBootFile(dir, "ipxe.efi"); got != "ipxe.efi" {
+		t.Errorf("--efi-boot-file ipxe.efi: %s", got)
+	}
+	cfg, err := dhcpConfig(serveOptions{dhcpMode: "proxy", efiBootFile: "snponly.efi"}, net.IPv4(10, 0, 0, 1), nil, "http://10.0.0.1")
+	if err != nil || cfg.EFI64BootFile != "snponly.efi" || cfg.HTTPBootURL != "http://10.0.0.1/ipxe/snponly.efi" {
+		t.Errorf("dhcp config %+v %v", cfg, err)
+	}
+}

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -28,10 +29,12 @@ const diskWritten = "PHOENIX-DISK-WRITTEN"
 // phoenix powers the VM on into PXE once; the demo initrd, as installer,
 // writes the disk image to the VM's disk, reads it back and checks its
 // sha256, reports and reboots, and the VM boots its disk. From then on
-// phoenix's script for the host says "boot from local disk". Promoting v2
-// rewrites the disk the same way, and the VM boots v2 from it. A v3 whose
-// disk image is larger than the disk is refused by the installer before
-// it writes anything; it posts a failure report saying why, so phoenix
+// phoenix's script for the host says "boot from local disk", and a
+// network boot (a one-time PXE override, as when PXE comes first in a
+// server's boot order) falls through to the disk. Promoting v2 rewrites
+// the disk the same way, and the VM boots v2 from it. A v3 whose disk
+// image is larger than the disk is refused by the installer before it
+// writes anything; it posts a failure report saying why, so phoenix
 // quarantines the host at once (not at its deadline) with that reason,
 // and v2 is still on its disk.
 func TestE2EDisk(t *testing.T) {
@@ -39,6 +42,24 @@ func TestE2EDisk(t *testing.T) {
 		runInNetns(t, requireLab(t), "TestE2EDisk")
 		return
 	}
+	diskInNetns(t, vbmc.BIOS)
+}
+
+// TestE2EDiskUEFI is TestE2EDisk on OVMF: each version's disk image is a
+// GPT disk whose EFI system partition holds a UEFI application printing
+// the marker. It checks above all what differs on UEFI: the "boot from
+// local disk" script must hand the firmware a failure status, or EDK2
+// (like many vendors' firmware) stops in its boot menu instead of trying
+// the disk.
+func TestE2EDiskUEFI(t *testing.T) {
+	if !InPrivateNetns() {
+		runInNetns(t, requireLab(t), "TestE2EDiskUEFI")
+		return
+	}
+	diskInNetns(t, vbmc.UEFI)
+}
+
+func diskInNetns(t *testing.T, firmware string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	demo := os.Getenv("PHOENIX_DEMO_DIR")
@@ -47,19 +68,24 @@ func TestE2EDisk(t *testing.T) {
 		dir = keep
 	}
 
-	// Two "operating systems" to install, and an empty disk to install
-	// them on: the VM's firmware finds nothing to boot on it and netboots.
-	marker := map[string]string{"1": "PHOENIX-DISK-BOOT os:1", "2": "PHOENIX-DISK-BOOT os:2"}
+	// Three "operating systems" to install (the third does not fit), and
+	// an empty disk to install them on: the VM's firmware finds nothing to
+	// boot on it and netboots.
+	marker := map[string]string{"1": "PHOENIX-DISK-BOOT os:1", "2": "PHOENIX-DISK-BOOT os:2", "3": "PHOENIX-DISK-BOOT os:3"}
 	const diskSize = 8 << 20
-	for v, m := range marker {
-		img := append(diskBootSector(m), make([]byte, 1<<20)...)
-		if err := os.WriteFile(filepath.Join(dir, "os"+v+".raw"), img, 0o644); err != nil {
+	osImage := map[string][]byte{}
+	for _, v := range []string{"1", "2", "3"} {
+		if firmware == vbmc.UEFI {
+			osImage[v] = uefiDiskImage(t, dir, "os"+v, marker[v])
+		} else {
+			osImage[v] = append(diskBootSector(marker[v]), make([]byte, 1<<20)...)
+		}
+		if v == "3" {
+			osImage[v] = append(osImage[v], make([]byte, diskSize)...)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "os"+v+".raw"), osImage[v], 0o644); err != nil {
 			t.Fatal(err)
 		}
-	}
-	tooBig := append(diskBootSector("PHOENIX-DISK-BOOT os:3"), make([]byte, diskSize)...)
-	if err := os.WriteFile(filepath.Join(dir, "os3.raw"), tooBig, 0o644); err != nil {
-		t.Fatal(err)
 	}
 	disk := filepath.Join(dir, "disk1-disk.raw")
 	if err := os.WriteFile(disk, make([]byte, diskSize), 0o644); err != nil {
@@ -71,7 +97,7 @@ func TestE2EDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	const mac = "52:54:00:98:00:01"
-	m := &vbmc.Machine{Name: "disk1", MAC: mac, Tap: "tap0", Firmware: vbmc.BIOS, Disk: disk,
+	m := &vbmc.Machine{Name: "disk1", MAC: mac, Tap: "tap0", Firmware: firmware, Disk: disk,
 		WorkDir: filepath.Join(dir, "disk1"), SerialLog: filepath.Join(dir, "disk1.serial.log")}
 	os.Setenv("PHOENIX_LAB_BMC_PASSWORD", "lab-password") // the server inherits it: credentials: env:…
 	fleetFile := fmt.Sprintf(`defaults:
@@ -169,6 +195,25 @@ hosts:
 	if !strings.Contains(script, "boots from its local disk") {
 		t.Fatalf("script for an installed disk-mode host:\n%s", script)
 	}
+	// And so the firmware, booting from the network first, ends up on the
+	// disk: the script's exit status tells it to try its next device.
+	start = time.Now()
+	if err := m.SetBootOverride(vbmc.BootOverride{Target: vbmc.TargetPxe, Enabled: vbmc.OverrideOnce}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Reset(ctx, vbmc.ResetForceRestart); err != nil {
+		t.Fatal(err)
+	}
+	for n := 0; n < 2; n = strings.Count(m.Console(), marker["1"]) {
+		if ctx.Err() != nil {
+			t.Fatalf("after a network boot told to use the local disk, os:1 did not boot from the disk again (log: %s)", m.SerialLog)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := strings.Count(m.Console(), diskWritten); n != 1 {
+		t.Fatalf("%d installs after a network boot of an installed host, want 1", n)
+	}
+	t.Logf("DISK network boot fell through to os:1 on the disk after %s", time.Since(start).Round(100*time.Millisecond))
 
 	// A new version rewrites the disk.
 	start = time.Now()
@@ -214,8 +259,8 @@ hosts:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(string(got[:512]), marker["2"]) {
-		t.Errorf("the refused install touched the disk: its boot sector no longer holds %q", marker["2"])
+	if !bytes.Equal(got[:len(osImage["2"])], osImage["2"]) {
+		t.Errorf("the refused install touched the disk: it no longer holds os:2's image")
 	}
 }
 

@@ -24,12 +24,12 @@ func requireLab(t *testing.T) (root string) {
 	if os.Geteuid() != 0 {
 		missing = append(missing, "not root (needs network namespaces and tap devices)")
 	}
-	for _, bin := range []string{"qemu-system-x86_64", "unshare", "ip", "dnsmasq"} {
+	for _, bin := range []string{"qemu-system-x86_64", "unshare", "ip", "dnsmasq", "sfdisk", "mkfs.fat", "mcopy"} {
 		if _, err := exec.LookPath(bin); err != nil {
 			missing = append(missing, bin+" not installed")
 		}
 	}
-	for _, f := range []string{ovmfCode, "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/ipxe.efi",
+	for _, f := range []string{ovmfCode, "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/snponly.efi",
 		filepath.Join(demoDir(root), "vmlinuz"), filepath.Join(demoDir(root), "initrd.img")} {
 		if _, err := os.Stat(f); err != nil {
 			missing = append(missing, f+" missing (make demo-image; Debian packages ovmf, ipxe)")
