@@ -213,6 +213,11 @@ hosts:
 	if n := strings.Count(m.Console(), diskWritten); n != 1 {
 		t.Fatalf("%d installs after a network boot of an installed host, want 1", n)
 	}
+	// It did boot from the network first: phoenix told it (besides the
+	// test's own request above) to use its disk.
+	if log, _ := os.ReadFile(filepath.Join(dir, "phoenix.log")); strings.Count(string(log), `msg="host boots from local disk"`) < 2 {
+		t.Fatalf("the VM never asked phoenix for its script: it did not boot from the network")
+	}
 	t.Logf("DISK network boot fell through to os:1 on the disk after %s", time.Since(start).Round(100*time.Millisecond))
 
 	// A new version rewrites the disk.
