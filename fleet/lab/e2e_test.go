@@ -52,9 +52,9 @@ func demoDir(root string) string {
 	return filepath.Join(root, "build", "demo")
 }
 
-// TestE2EBoot boots three QEMU VMs from phoenix with real firmware, in
+// TestE2EBoot boots four QEMU VMs from phoenix with real firmware, in
 // parallel: SeaBIOS+iPXE and OVMF's own PXE against phoenix's full DHCP, and
-// SeaBIOS+iPXE against phoenix in proxy mode beside dnsmasq. Each must print
+// the same two against phoenix in proxy mode beside dnsmasq. Each must print
 // the demo image's report marker and phoenix must have recorded the digest it
 // served.
 func TestE2EBoot(t *testing.T) {
@@ -114,8 +114,9 @@ func e2eInNetns(t *testing.T) {
 		{Name: "bios1", MACs: []string{"52:54:00:99:00:01"}, Image: "demo:1"},
 		{Name: "uefi1", MACs: []string{"52:54:00:99:00:02"}, Image: "demo:1"},
 	})
-	proxy := mk("proxy", Net{Bridge: "br1", CIDR: "10.98.0.1/24", Taps: []string{"tap2"}}, "proxy", 8081, []fleet.Host{
+	proxy := mk("proxy", Net{Bridge: "br1", CIDR: "10.98.0.1/24", Taps: []string{"tap2", "tap3"}}, "proxy", 8081, []fleet.Host{
 		{Name: "proxy1", MACs: []string{"52:54:00:98:00:01"}, Image: "demo:1"},
+		{Name: "proxy2", MACs: []string{"52:54:00:98:00:02"}, Image: "demo:1"},
 	})
 	for _, s := range []*Site{full, proxy} {
 		if err := s.Start(ctx); err != nil {
@@ -138,7 +139,10 @@ func e2eInNetns(t *testing.T) {
 			{Name: "bios1", MAC: "52:54:00:99:00:01", Tap: "tap0", Firmware: BIOS},
 			{Name: "uefi1", MAC: "52:54:00:99:00:02", Tap: "tap1", Firmware: UEFI},
 		}},
-		{proxy, []*VM{{Name: "proxy1", MAC: "52:54:00:98:00:01", Tap: "tap2", Firmware: BIOS}}},
+		{proxy, []*VM{
+			{Name: "proxy1", MAC: "52:54:00:98:00:01", Tap: "tap2", Firmware: BIOS},
+			{Name: "proxy2", MAC: "52:54:00:98:00:02", Tap: "tap3", Firmware: UEFI},
+		}},
 	}
 	resc := make(chan []Result, len(runs))
 	for _, r := range runs {
