@@ -62,7 +62,7 @@ func TestE2EChannel(t *testing.T) {
 		t.Fatal("demo:1 and demo:2 have the same digest")
 	}
 	boot := func(step, want string) {
-		vm := &VM{Name: "chan1-" + step, MAC: "52:54:00:97:00:01", Tap: "tap0", Firmware: BIOS}
+		vm := &VM{Name: "chan1-" + strings.ReplaceAll(step, "=", "-"), MAC: "52:54:00:97:00:01", Tap: "tap0", Firmware: BIOS}
 		res := BootAll(ctx, site, []*VM{vm}, 4*time.Minute, testWriter{t})
 		vm.Stop()
 		r := res[0]

@@ -29,7 +29,7 @@ func requireLab(t *testing.T) (root string) {
 			missing = append(missing, bin+" not installed")
 		}
 	}
-	for _, f := range []string{ovmfCode, "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/snponly.efi",
+	for _, f := range []string{vbmc.OVMFCode, "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/snponly.efi",
 		filepath.Join(demoDir(root), "vmlinuz"), filepath.Join(demoDir(root), "initrd.img")} {
 		if _, err := os.Stat(f); err != nil {
 			missing = append(missing, f+" missing (make demo-image; Debian packages ovmf, ipxe)")

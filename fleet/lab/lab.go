@@ -9,19 +9,16 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -95,11 +92,13 @@ type Firmware string
 
 // Firmwares the lab can boot.
 const (
-	BIOS Firmware = "bios" // SeaBIOS; the NIC's option ROM (iPXE) does PXE
-	UEFI Firmware = "uefi" // OVMF with its own PXE stack (NIC ROM disabled)
+	BIOS Firmware = vbmc.BIOS // SeaBIOS; the NIC's option ROM (iPXE) does PXE
+	UEFI Firmware = vbmc.UEFI // OVMF with its own PXE stack (NIC ROM disabled)
 )
 
-// VM is one QEMU machine that boots from the network.
+// VM is one QEMU machine that boots from the network: a diskless
+// vbmc.Machine (so the network is its first boot device) that Start powers
+// on at once.
 type VM struct {
 	Name     string
 	MAC      string
@@ -110,127 +109,38 @@ type VM struct {
 	// Serial is where the VM's serial console is copied (its log file).
 	Serial string
 
-	cmd     *exec.Cmd
-	started time.Time
-	mu      sync.Mutex
-	buf     bytes.Buffer
-	done    chan struct{}
+	m *vbmc.Machine
 }
-
-// OVMF paths from Debian's ovmf package.
-const (
-	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
-)
 
 // Accel returns "kvm" only where KVM really works for these guests, else
 // "tcg" (the virtual BMC owns the rule; the lab uses the same).
 func Accel() string { return vbmc.Accel() }
 
-// Start launches the VM; workDir receives its UEFI variable store.
+// Start launches the VM and powers it on; workDir receives its QMP socket
+// and UEFI variable store (in a directory named after the VM).
 func (v *VM) Start(ctx context.Context, workDir string) error {
-	mem := v.Memory
-	if mem == 0 {
-		mem = 512
+	v.m = &vbmc.Machine{Name: v.Name, MAC: v.MAC, Tap: v.Tap, Firmware: string(v.Firmware), Memory: v.Memory,
+		SerialLog: v.Serial, WorkDir: filepath.Join(workDir, v.Name)}
+	if err := v.m.Start(ctx); err != nil {
+		return fmt.Errorf("vm %s: %w", v.Name, err)
 	}
-	args := []string{
-		"-accel", Accel(), "-m", fmt.Sprint(mem), "-smp", "1",
-		"-nodefaults", "-nographic", "-serial", "stdio", "-monitor", "none",
-		"-boot", "n",
-		"-netdev", "tap,id=n0,ifname=" + v.Tap + ",script=no,downscript=no",
+	if err := v.m.PowerOn(ctx); err != nil {
+		v.m.Stop()
+		return fmt.Errorf("vm %s: power on: %w", v.Name, err)
 	}
-	nic := "virtio-net-pci,netdev=n0,mac=" + v.MAC + ",bootindex=1"
-	if v.Firmware == UEFI {
-		vars := filepath.Join(workDir, v.Name+"-OVMF_VARS.fd")
-		data, err := os.ReadFile(ovmfVars)
-		if err != nil {
-			return fmt.Errorf("vm %s: %w (Debian package ovmf)", v.Name, err)
-		}
-		if err := os.WriteFile(vars, data, 0o600); err != nil {
-			return fmt.Errorf("vm %s: %w", v.Name, err)
-		}
-		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
-		// An empty romfile leaves PXE to the firmware's own network stack.
-		nic += ",romfile="
-	}
-	args = append(args, "-device", nic)
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return cmd.Process.Kill() }
-	var log io.Writer = io.Discard
-	if v.Serial != "" {
-		f, err := os.Create(v.Serial)
-		if err != nil {
-			return err
-		}
-		log = f
-	}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	v.done = make(chan struct{})
-	v.started = time.Now()
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("vm %s: qemu: %w (Debian package qemu-system-x86)", v.Name, err)
-	}
-	v.cmd = cmd
-	go func() {
-		cmd.Wait()
-		pw.Close()
-	}()
-	go func() {
-		defer close(v.done)
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
-			v.mu.Lock()
-			v.buf.WriteString(line + "\n")
-			v.mu.Unlock()
-			fmt.Fprintf(log, "%7.2fs %s\n", time.Since(v.started).Seconds(), line)
-		}
-		if c, ok := log.(io.Closer); ok {
-			c.Close()
-		}
-	}()
 	return nil
 }
 
 // WaitFor waits until the VM's serial output contains marker and returns
 // the line holding it and the time since Start.
 func (v *VM) WaitFor(ctx context.Context, marker string) (string, time.Duration, error) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		v.mu.Lock()
-		out := v.buf.String()
-		v.mu.Unlock()
-		if i := strings.Index(out, marker); i >= 0 {
-			line, _, _ := strings.Cut(out[i:], "\n")
-			return line, time.Since(v.started), nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", time.Since(v.started), fmt.Errorf("vm %s: no %q on the serial console after %s (log: %s)", v.Name, marker, time.Since(v.started).Round(time.Second), v.Serial)
-		case <-v.done:
-			v.mu.Lock()
-			out = v.buf.String()
-			v.mu.Unlock()
-			if strings.Contains(out, marker) {
-				continue
-			}
-			return "", time.Since(v.started), fmt.Errorf("vm %s: qemu exited before %q (log: %s)", v.Name, marker, v.Serial)
-		case <-t.C:
-		}
-	}
+	return v.m.WaitFor(ctx, marker)
 }
 
-// Stop kills the VM if it still runs.
+// Stop kills the VM if it was started.
 func (v *VM) Stop() {
-	if v.cmd != nil && v.cmd.Process != nil {
-		v.cmd.Process.Kill()
-		<-v.done
+	if v.m != nil {
+		v.m.Stop()
 	}
 }
 

@@ -153,9 +153,10 @@ const (
 	cdID   = "cd0"
 )
 
-// OVMF paths from Debian's ovmf package.
+// OVMF paths from Debian's ovmf package (Secure Boot off). OVMFCode is
+// exported for labs that check their prerequisites before starting.
 const (
-	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
 	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
 )
 
@@ -247,7 +248,7 @@ func (m *Machine) args(qmpPath string) ([]string, error) {
 			return nil, err
 		}
 		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
 			"-drive", "if=pflash,format=raw,unit=1,file="+qemuPath(vars))
 		// An empty romfile leaves network boot to OVMF's own PXE and HTTP
 		// boot stack, as on a real UEFI server.

@@ -233,7 +233,7 @@ func TestQEMUThroughVBMC(t *testing.T) {
 // after the next power cycle the disk again.
 func TestQEMUUEFIBootOverride(t *testing.T) {
 	requireQEMU(t)
-	if _, err := os.Stat(ovmfCode); err != nil {
+	if _, err := os.Stat(OVMFCode); err != nil {
 		t.Skip("OVMF missing (Debian package ovmf)")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
