@@ -241,9 +241,13 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		}
 		bootImages = images.SignedOnly{Store: store, Key: key}
 	}
-	o.efiBootFile = uefiBootFile(o.ipxeDir, o.efiBootFile)
+	efiFlag := o.efiBootFile
+	o.efiBootFile = uefiBootFile(o.ipxeDir, efiFlag)
 	bootFiles, err := tftp.ResolveFiles(o.ipxeDir, []string{biosBootFile, o.efiBootFile}, []string{snpBootFile, efi64BootFile, arm64BootFile})
 	if err != nil {
+		if efiFlag != "" {
+			err = fmt.Errorf("%w; --efi-boot-file names a file in --ipxe-dir", err)
+		}
 		return err
 	}
 	serverIP, ifNet, err := serverAddress(o.iface, o.serverIP)
