@@ -109,9 +109,9 @@ type Machine struct {
 	// Firmware is BIOS (default) or UEFI.
 	Firmware string
 	// UEFIIPv6 keeps OVMF's IPv6 network stack (PXE and HTTP boot over
-	// IPv6). It is off by default, as network boot over IPv6 is on most
-	// datacenter servers: phoenix answers no DHCPv6, so each boot that
-	// falls through from the network would spend about 70 s in PXEv6.
+	// IPv6). It is off by default, like on most datacenter servers, whose
+	// network boot is IPv4 only: phoenix answers no DHCPv6, so each boot
+	// that falls through from the network would spend about 70 s in PXEv6.
 	UEFIIPv6 bool
 	// Memory in MiB; default 512.
 	Memory int
