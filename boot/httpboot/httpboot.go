@@ -71,10 +71,11 @@ type EventKind string
 
 // Event kinds, in the order a boot produces them.
 const (
-	EventUnknown EventKind = "unknown" // an unknown MAC asked for a script
-	EventScript  EventKind = "script"  // a boot, local-boot or error script was served
-	EventBlob    EventKind = "blob"    // a blob request was answered
-	EventReport  EventKind = "report"  // a report was accepted
+	EventBootFile EventKind = "boot-file" // a UEFI HTTP boot client asked for its boot program
+	EventUnknown  EventKind = "unknown"   // an unknown MAC asked for a script
+	EventScript   EventKind = "script"    // a boot, local-boot or error script was served
+	EventBlob     EventKind = "blob"      // a blob request was answered
+	EventReport   EventKind = "report"    // a report was accepted
 )
 
 // Event is one step of a boot as seen by the server, for boot timelines.
@@ -92,7 +93,7 @@ type Event struct {
 	// handed to http.ServeContent (200, 206, 304 or 416): seeing it would
 	// mean wrapping the ResponseWriter on the sendfile path.
 	Status int
-	Detail string // e.g. "local", the error of an error script, a blob request's Range, or a failure report's error
+	Detail string // e.g. "local", the error of an error script, a blob request's Range, a boot file's name, or a failure report's error
 }
 
 // Server serves boot scripts, blobs and reports. The zero value serves only
@@ -112,8 +113,12 @@ type Server struct {
 	BaseURL string
 	// Log receives one line per request that matters; nil discards.
 	Log *slog.Logger
-	// OnEvent, if set, is called synchronously for every script, blob and
-	// report served, so it must be cheap and must not block.
+	// BootFiles maps the names served under /ipxe/ to files: the network
+	// boot programs (iPXE binaries) UEFI HTTP boot clients fetch. Nil
+	// serves none.
+	BootFiles map[string]string
+	// OnEvent, if set, is called synchronously for every script, boot
+	// file, blob and report served, so it must be cheap and must not block.
 	OnEvent func(Event)
 }
 
@@ -146,6 +151,7 @@ func (s *Server) emit(e Event) {
 //
 //	GET  /boot.ipxe?mac=MAC      the host's iPXE script
 //	GET  /boot/MAC.ipxe          the same, for clients that cannot send a query
+//	GET  /ipxe/FILE              a boot program for UEFI HTTP boot (BootFiles)
 //	GET  /blobs/sha256/HEX       an artifact (HEAD and Range too)
 //	POST /api/v1/report          a booted host's phone-home (JSON)
 //	GET  /healthz                "ok"
@@ -166,6 +172,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		s.serveScript(w, r, mac)
 	})
+	mux.HandleFunc("GET /ipxe/{file}", s.serveBootFile)
 	mux.HandleFunc("GET /blobs/sha256/{hex}", s.serveBlob)
 	mux.HandleFunc("POST /api/v1/report", s.serveReport)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

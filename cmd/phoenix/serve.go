@@ -317,7 +317,8 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	tl := timeline.New(store, reg)
-	bootSrv := &httpboot.Server{Hosts: ctrl, Images: bootImages, Recorder: ctrl, BaseURL: baseURL, Log: log.With("svc", "http"), OnEvent: tl.HTTP}
+	bootSrv := &httpboot.Server{Hosts: ctrl, Images: bootImages, Recorder: ctrl, BaseURL: baseURL,
+		BootFiles: bootFiles, Log: log.With("svc", "http"), OnEvent: tl.HTTP}
 	tftpSrv := &tftp.Server{Files: bootFiles, Log: log.With("svc", "tftp"), OnTransfer: tl.TFTP}
 	api := &fleet.API{Controller: ctrl, Store: db, Log: log.With("svc", "api")}
 	// The API: reads are open, changes need the token (fleet.RequireToken).
@@ -358,15 +359,6 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	// Hosts send their logs without a token, like their reports.
 	logs.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	// UEFI HTTP boot clients fetch the iPXE binary itself over HTTP.
-	mux.HandleFunc("GET /ipxe/{file}", func(w http.ResponseWriter, r *http.Request) {
-		path, ok := bootFiles[r.PathValue("file")]
-		if !ok {
-			http.NotFound(w, r)
-			return
-		}
-		http.ServeFile(w, r, path)
-	})
 	mux.Handle("/", bootSrv.Handler())
 
 	g, ctx := errgroup.WithContext(ctx)

@@ -52,9 +52,10 @@ func demoDir(root string) string {
 	return filepath.Join(root, "build", "demo")
 }
 
-// TestE2EBoot boots four QEMU VMs from phoenix with real firmware, in
-// parallel: SeaBIOS+iPXE and OVMF's own PXE against phoenix's full DHCP, and
-// the same two against phoenix in proxy mode beside dnsmasq. Each must print
+// TestE2EBoot boots five QEMU VMs from phoenix with real firmware, in
+// parallel: SeaBIOS+iPXE, OVMF's own PXE and OVMF's UEFI HTTP boot against
+// phoenix's full DHCP, and the first two against phoenix in proxy mode beside
+// dnsmasq. Each must print
 // the demo image's report marker and phoenix must have recorded the digest it
 // served.
 func TestE2EBoot(t *testing.T) {
@@ -110,9 +111,10 @@ func e2eInNetns(t *testing.T) {
 			Cmdline: "console=ttyS0 quiet", Hosts: hosts,
 		}
 	}
-	full := mk("full", Net{Bridge: "br0", CIDR: "10.99.0.1/24", Taps: []string{"tap0", "tap1"}}, "full", 8080, []fleet.Host{
+	full := mk("full", Net{Bridge: "br0", CIDR: "10.99.0.1/24", Taps: []string{"tap0", "tap1", "tap4"}}, "full", 8080, []fleet.Host{
 		{Name: "bios1", MACs: []string{"52:54:00:99:00:01"}, Image: "demo:1"},
 		{Name: "uefi1", MACs: []string{"52:54:00:99:00:02"}, Image: "demo:1"},
+		{Name: "http1", MACs: []string{"52:54:00:99:00:03"}, Image: "demo:1"},
 	})
 	proxy := mk("proxy", Net{Bridge: "br1", CIDR: "10.98.0.1/24", Taps: []string{"tap2", "tap3"}}, "proxy", 8081, []fleet.Host{
 		{Name: "proxy1", MACs: []string{"52:54:00:98:00:01"}, Image: "demo:1"},
@@ -138,6 +140,7 @@ func e2eInNetns(t *testing.T) {
 		{full, []*VM{
 			{Name: "bios1", MAC: "52:54:00:99:00:01", Tap: "tap0", Firmware: BIOS},
 			{Name: "uefi1", MAC: "52:54:00:99:00:02", Tap: "tap1", Firmware: UEFI},
+			{Name: "http1", MAC: "52:54:00:99:00:03", Tap: "tap4", Firmware: UEFI, HTTPBoot: true},
 		}},
 		{proxy, []*VM{
 			{Name: "proxy1", MAC: "52:54:00:98:00:01", Tap: "tap2", Firmware: BIOS},
@@ -180,6 +183,13 @@ func e2eInNetns(t *testing.T) {
 				line = append(line, fmt.Sprintf("%s@%.1fs", st.Phase, float64(st.After)/1e9))
 			}
 			t.Logf("TIMELINE %s: %s", vm.Name, strings.Join(line, " "))
+			// How OVMF got iPXE: TFTP after PXE, HTTP after UEFI HTTP
+			// boot. (SeaBIOS's NIC ROM is iPXE already: neither.)
+			joined := strings.Join(line, " ")
+			tftp, http := strings.Contains(joined, "tftp@"), strings.Contains(joined, "http-boot@")
+			if vm.Firmware == UEFI && (tftp == vm.HTTPBoot || http != vm.HTTPBoot) {
+				t.Errorf("%s (HTTP boot %v): timeline has tftp %v, http-boot %v", vm.Name, vm.HTTPBoot, tftp, http)
+			}
 			if last := boots[0].Steps[len(boots[0].Steps)-1]; last.Phase != "report" {
 				t.Errorf("%s: timeline ends at %q, not report", vm.Name, last.Phase)
 			}
@@ -190,8 +200,8 @@ func e2eInNetns(t *testing.T) {
 	} else {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if !strings.Contains(string(body), `phoenix_boot_phase_seconds_count{phase="report"} 2`) {
-			t.Errorf("/metrics lacks the two reported boots:\n%s", grepLines(string(body), "phoenix_"))
+		if !strings.Contains(string(body), `phoenix_boot_phase_seconds_count{phase="report"} 3`) {
+			t.Errorf("/metrics lacks the three reported boots:\n%s", grepLines(string(body), "phoenix_"))
 		}
 	}
 	if t.Failed() {

@@ -1,5 +1,5 @@
 // Package timeline follows each network boot through its phases — DHCP,
-// TFTP, iPXE script, kernel, initrd, report — from the events the boot
+// TFTP (or UEFI HTTP boot), iPXE script, kernel, initrd, report — from the events the boot
 // servers emit, keeps the last boots of every MAC for `phoenix host show`,
 // and exports the phase times as Prometheus histograms.
 //
@@ -9,6 +9,7 @@ package timeline
 
 import (
 	"net"
+	"net/http"
 	"sort"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ const (
 	PhaseDHCPOffer = "dhcp-offer"
 	PhaseDHCPAck   = "dhcp-ack"
 	PhaseTFTP      = "tftp"
+	PhaseHTTPBoot  = "http-boot" // UEFI HTTP boot fetched iPXE over HTTP, in place of tftp
 	PhaseScript    = "script"
 	PhaseKernel    = "kernel"
 	PhaseInitrd    = "initrd"
@@ -257,6 +259,16 @@ func (t *Timeline) HTTP(e httpboot.Event) {
 		return
 	}
 	switch e.Kind {
+	case httpboot.EventBootFile:
+		b := t.current(mac, false)
+		if b == nil {
+			return
+		}
+		if e.Status == http.StatusNotFound {
+			t.fail(b, "boot-file-not-found")
+			return
+		}
+		t.step(b, PhaseHTTPBoot, e.Detail)
 	case httpboot.EventUnknown:
 		t.fail(t.current(mac, false), "unknown-host")
 	case httpboot.EventScript:

@@ -78,6 +78,32 @@ func TestBootPhases(t *testing.T) {
 	}
 }
 
+// TestUEFIHTTPBoot: a UEFI HTTP boot client fetches iPXE over HTTP, not
+// TFTP; that is its phase, and a boot file phoenix does not have is a
+// failure of the boot.
+func TestUEFIHTTPBoot(t *testing.T) {
+	tl := New(fakeImages{}, nil)
+	mac, _ := net.ParseMAC("52:54:00:00:00:03")
+	ip := net.IPv4(10, 0, 0, 103)
+	tl.DHCP(dhcp.Event{Kind: "offer", MAC: mac, IP: ip, Arch: "efi-x64-http"})
+	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: ip, Arch: "efi-x64-http"})
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "snponly.efi", RemoteAddr: "10.0.0.103:3000"})
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventScript, MAC: mac, Host: "h3", Digest: "sha256:m", RemoteAddr: "10.0.0.103:3001"})
+	b := tl.Boots(mac)[0]
+	if len(b.Steps) != 4 || b.Steps[2].Phase != PhaseHTTPBoot || b.Steps[2].Detail != "snponly.efi" || b.Failed != "" {
+		t.Fatalf("boot = %+v", b)
+	}
+
+	mac2, _ := net.ParseMAC("52:54:00:00:00:04")
+	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac2, IP: net.IPv4(10, 0, 0, 104)})
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "ipxe.efi", Status: 404, RemoteAddr: "10.0.0.104:3000"})
+	if b := tl.Boots(mac2)[0]; b.Failed != "boot-file-not-found" || reached(&b, PhaseHTTPBoot) {
+		t.Fatalf("boot = %+v", b)
+	}
+	// From an address no DHCP lease explains: nobody's boot.
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "snponly.efi", RemoteAddr: "10.0.0.200:3000"})
+}
+
 func TestFailures(t *testing.T) {
 	tl := New(nil, nil)
 	mac, _ := net.ParseMAC("52:54:00:00:00:02")

@@ -113,6 +113,11 @@ type Machine struct {
 	// network boot is IPv4 only: phoenix answers no DHCPv6, so each boot
 	// that falls through from the network would spend about 70 s in PXEv6.
 	UEFIIPv6 bool
+	// UEFIHTTPBoot makes a UEFI machine's network boot UEFI HTTP boot
+	// only: OVMF's PXE over IPv4 is off, like a server whose setup chose
+	// HTTP boot, so DHCP must hand it an http:// URL. QEMU fixes it at
+	// Start; the UefiHttp boot override does not switch it.
+	UEFIHTTPBoot bool
 	// Memory in MiB; default 512.
 	Memory int
 	// Disk is an optional disk image (qcow2 by extension, else raw).
@@ -261,6 +266,11 @@ func (m *Machine) args(qmpPath string) ([]string, error) {
 		if !m.UEFIIPv6 {
 			// OVMF (edk2-stable202211 on) skips its IPv6 driver then.
 			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv6Support,string=n")
+		}
+		if m.UEFIHTTPBoot {
+			// OVMF (edk2-stable202008 on) leaves out PXEv4 boot
+			// options then; its HTTPv4 ones remain.
+			args = append(args, "-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n")
 		}
 	}
 	args = append(args, "-device", nic)
