@@ -188,17 +188,26 @@ func (s *Server) Handler() http.Handler {
 	})
 }
 
-// Serve serves HTTP on ln until ctx is done, then shuts down gracefully,
-// giving requests in flight 10 s before it closes their connections. It
-// closes ln, and returns nil once ctx is done. There is deliberately no
-// WriteTimeout: it would cut a slow client's 1 GiB rootfs download short.
+// Serve serves s.Handler on ln until ctx is done; see ServeHandler.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return ServeHandler(ctx, ln, s.Handler(), s.log())
+}
+
+// ServeHandler serves h on ln until ctx is done, then shuts down
+// gracefully, giving requests in flight 10 s before it closes their
+// connections. It closes ln, and returns nil once ctx is done. phoenix
+// serve runs its whole HTTP mux (boot routes, API, UI) through it.
+//
+// There is deliberately no WriteTimeout: it would cut a slow client's
+// 1 GiB rootfs download short. Request headers must arrive within 10 s,
+// so idle or stalled connections cannot pile up.
+func ServeHandler(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
 	srv := &http.Server{
-		Handler:           s.Handler(),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(s.log().Handler(), slog.LevelWarn),
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	done := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
@@ -208,7 +217,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
 		if err := srv.Shutdown(sctx); err != nil {
-			s.log().Warn("http shutdown: closing connections still open", "err", err)
+			log.Warn("http shutdown: downloads still running were cut", "err", err)
 			srv.Close()
 		}
 	})

@@ -362,7 +362,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	mux.Handle("/", bootSrv.Handler())
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(ctx, httpLn, mux, log) })
+	g.Go(func() error { return httpboot.ServeHandler(ctx, httpLn, mux, log) })
 	g.Go(func() error { return tftpSrv.Serve(ctx, tftpConn) })
 	if dhcpSrv != nil {
 		dhcpSrv.OnEvent = tl.DHCP
@@ -396,30 +396,6 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 	log.Info("phoenix serving", "state", st.Path, "url", baseURL, "dhcp", o.dhcpMode, "interface", o.iface, "ipxe_dir", o.ipxeDir, "uefi_boot_file", o.efiBootFile)
 	return g.Wait()
-}
-
-// serveHTTP runs h on ln until ctx is done, then shuts down with a fresh
-// deadline so in-flight downloads get a chance to finish; downloads still
-// running after it are cut, which is a normal stop, not a failure.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := &http.Server{
-		Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("http: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("http: downloads still running at shutdown were cut", "err", err)
-		srv.Close()
-	}
-	return nil
 }
 
 // serverAddress decides the address hosts reach phoenix at, and the subnet
