@@ -1,9 +1,6 @@
 package httpboot
 
-import (
-	"net/http"
-	"os"
-)
+import "net/http"
 
 // serveBootFile answers GET /ipxe/{file}: the network boot program itself
 // (an iPXE binary), for UEFI HTTP boot clients, which DHCP sends to an
@@ -19,21 +16,14 @@ func (s *Server) serveBootFile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log := s.log().With("file", name, "ip", remoteIP(r))
-	f, err := os.Open(p)
+	f, fi, err := openRegular(p)
 	if err != nil {
-		log.Warn("boot file open failed", "err", err)
+		log.Warn("boot file unreadable", "err", err)
 		http.NotFound(w, r)
 		s.emit(ev)
 		return
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		log.Warn("boot file is not a regular file", "err", err)
-		http.NotFound(w, r)
-		s.emit(ev)
-		return
-	}
 	w.Header().Set("Content-Type", "application/efi")
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	ev.Status = 0 // as for blobs: handed to ServeContent

@@ -286,23 +286,15 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 		s.emit(ev)
 		return
 	}
-	f, err := os.Open(p)
+	f, fi, err := openRegular(p)
 	if err != nil {
-		log.Warn("blob open failed", "err", err)
+		log.Warn("blob unreadable", "err", err)
 		http.NotFound(w, r)
 		ev.Status = http.StatusNotFound
 		s.emit(ev)
 		return
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		log.Warn("blob is not a regular file", "err", err)
-		http.NotFound(w, r)
-		ev.Status = http.StatusNotFound
-		s.emit(ev)
-		return
-	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/octet-stream")
 	hdr.Set("ETag", `"`+digest+`"`)
@@ -312,6 +304,23 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	s.emit(ev) // Status stays 0: see Event.Status
 	log.Debug("blob served", "range", ev.Detail, "method", r.Method)
+}
+
+// openRegular opens the regular file at p for serving, with its FileInfo.
+func openRegular(p string) (*os.File, os.FileInfo, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: not a regular file", p)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, fi, nil
 }
 
 func remoteIP(r *http.Request) string {
