@@ -135,6 +135,8 @@ func (a *API) fail(w http.ResponseWriter, err error) {
 		status = http.StatusNotFound
 	case errors.Is(err, ErrQuarantined), errors.Is(err, ErrState):
 		status = http.StatusConflict
+	case errors.Is(err, ErrBMC):
+		status = http.StatusBadGateway
 	}
 	if status == http.StatusInternalServerError && a.Log != nil {
 		a.Log.Error("api", "err", err)
@@ -157,7 +159,18 @@ func (a *API) showHost(w http.ResponseWriter, r *http.Request) {
 type hostActionBody struct {
 	Image  string `json:"image,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// Power and Graceful are for the power action: status, on, off or
+	// cycle, and for off how long the OS gets to shut down (a Go duration,
+	// default 2m; "0s" forces it off at once). Even status needs the
+	// token: it makes phoenix log in to the BMC with the host's
+	// credentials.
+	Power    string `json:"power,omitempty"`
+	Graceful string `json:"graceful,omitempty"`
 }
+
+// defaultGraceful is how long `host power off` lets the OS shut down
+// before the BMC forces the power off, unless told otherwise.
+const defaultGraceful = 2 * time.Minute
 
 func (a *API) hostAction(w http.ResponseWriter, r *http.Request) {
 	var body hostActionBody
@@ -175,8 +188,17 @@ func (a *API) hostAction(w http.ResponseWriter, r *http.Request) {
 		err = a.Controller.Quarantine(name, body.Reason)
 	case "release":
 		err = a.Controller.Release(name)
+	case "power":
+		graceful := defaultGraceful
+		if body.Graceful != "" {
+			if graceful, err = time.ParseDuration(body.Graceful); err != nil || graceful < 0 {
+				err = fmt.Errorf("%w: graceful %q: want a duration like 30s or 0s", errBadRequest, body.Graceful)
+				break
+			}
+		}
+		out, err = a.Controller.Power(r.Context(), name, body.Power, graceful)
 	default:
-		err = fmt.Errorf("%w: host action %q: want reimage, quarantine or release", errBadRequest, r.PathValue("action"))
+		err = fmt.Errorf("%w: host action %q: want reimage, quarantine, release or power", errBadRequest, r.PathValue("action"))
 	}
 	if err != nil {
 		a.fail(w, err)

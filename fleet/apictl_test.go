@@ -110,6 +110,24 @@ func TestControllerAPI(t *testing.T) {
 	if code := call("POST", "/api/v1/hosts/h0002/reimage", `{}`, true, nil); code != 409 {
 		t.Errorf("reimage of a quarantined host: %d", code)
 	}
+	var pw PowerResult
+	if code := call("POST", "/api/v1/hosts/h0002/power", `{"power":"off","graceful":"0s"}`, true, &pw); code != 200 || pw.Power != "On" || pw.Action != "off" {
+		t.Errorf("power off of a quarantined host: %d %+v", code, pw)
+	}
+	if code := call("POST", "/api/v1/hosts/h0002/power", `{"power":"off","graceful":"soon"}`, true, nil); code != 400 {
+		t.Errorf("bad graceful: %d", code)
+	}
+	if code := call("POST", "/api/v1/hosts/h0002/power", `{"power":"status"}`, false, nil); code != 401 {
+		t.Errorf("power status without token: %d", code)
+	}
+	if code := call("POST", "/api/v1/hosts/h0001/power", `{"power":"cycle"}`, true, nil); code != 409 {
+		t.Errorf("power cycle of a host in service: %d", code)
+	}
+	s.w.bmcDown.Store(true)
+	if code := call("POST", "/api/v1/hosts/h0002/power", `{"power":"status"}`, true, nil); code != 502 {
+		t.Errorf("power status through a failing BMC: %d, want 502", code)
+	}
+	s.w.bmcDown.Store(false)
 	if code := call("POST", "/api/v1/hosts/h0002/release", "", true, &d); code != 200 || d.State == StateQuarantined {
 		t.Errorf("release: %d %+v", code, d.HostStatus)
 	}

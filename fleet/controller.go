@@ -26,6 +26,9 @@ type BMC interface {
 	PowerState(ctx context.Context) (string, error)
 	PowerOn(ctx context.Context) error
 	PowerCycle(ctx context.Context) error
+	// PowerOff shuts the system down gracefully, forcing it off after
+	// graceful (at once when 0). Only an operator's `host power off` uses it.
+	PowerOff(ctx context.Context, graceful time.Duration) error
 	// SetNetworkBootOnce makes the next boot a network boot.
 	SetNetworkBootOnce(ctx context.Context) error
 }

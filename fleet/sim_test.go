@@ -34,12 +34,15 @@ type simWorld struct {
 	// failed canary halts the rollout by design (controller_test.go covers
 	// that), which would end a test about the failure budget at random.
 	spareCanaries bool
+	// bmcDown fails every BMC call (503) while set; tests flip it live.
+	bmcDown atomic.Bool
 
 	mu         sync.Mutex
 	macs       map[string]net.HardwareAddr
 	gen        map[string]int
 	down       map[string]bool
 	resets     map[string]int
+	powerOffs  map[string]int
 	booted     map[string][]string
 	maxDown    int
 	violations []string
@@ -51,7 +54,7 @@ type simWorld struct {
 
 func newSimWorld(t testing.TB, n, maxU int) *simWorld {
 	w := &simWorld{t: t, maxU: maxU, macs: map[string]net.HardwareAddr{}, gen: map[string]int{}, down: map[string]bool{},
-		resets: map[string]int{}, booted: map[string][]string{},
+		resets: map[string]int{}, powerOffs: map[string]int{}, booted: map[string][]string{},
 		bootDelay: func() time.Duration { return 20*time.Millisecond + rand.N(40*time.Millisecond) },
 		bmcDelay:  func() time.Duration { return rand.N(5 * time.Millisecond) },
 	}
@@ -96,7 +99,7 @@ type simBMC struct {
 func (b *simBMC) wait(ctx context.Context) error {
 	select {
 	case <-time.After(b.w.bmcDelay()):
-		if b.w.bmcErrP > 0 && !b.w.spared(b.name) && rand.Float64() < b.w.bmcErrP {
+		if b.w.bmcDown.Load() || b.w.bmcErrP > 0 && !b.w.spared(b.name) && rand.Float64() < b.w.bmcErrP {
 			return fmt.Errorf("503 service unavailable")
 		}
 		return nil
@@ -108,6 +111,15 @@ func (b *simBMC) wait(ctx context.Context) error {
 func (b *simBMC) PowerState(ctx context.Context) (string, error) { return "On", b.wait(ctx) }
 func (b *simBMC) PowerOn(ctx context.Context) error              { return b.PowerCycle(ctx) }
 func (b *simBMC) SetNetworkBootOnce(ctx context.Context) error   { return b.wait(ctx) }
+func (b *simBMC) PowerOff(ctx context.Context, _ time.Duration) error {
+	if err := b.wait(ctx); err != nil {
+		return err
+	}
+	b.w.mu.Lock()
+	b.w.powerOffs[b.name]++
+	b.w.mu.Unlock()
+	return nil
+}
 func (b *simBMC) PowerCycle(ctx context.Context) error {
 	if err := b.wait(ctx); err != nil {
 		return err

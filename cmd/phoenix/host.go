@@ -19,9 +19,9 @@ import (
 )
 
 func newHostCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "host", Short: "Hosts: desired image versus what they report; reimage, quarantine, release"}
+	cmd := &cobra.Command{Use: "host", Short: "Hosts: desired image versus what they report; reimage, quarantine, release, power"}
 	addClientFlags(cmd)
-	cmd.AddCommand(newHostLsCmd(), newHostShowCmd(), newHostReimageCmd(), newHostQuarantineCmd(), newHostReleaseCmd())
+	cmd.AddCommand(newHostLsCmd(), newHostShowCmd(), newHostReimageCmd(), newHostQuarantineCmd(), newHostReleaseCmd(), newHostPowerCmd())
 	return cmd
 }
 
@@ -388,4 +388,41 @@ func newHostReleaseCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func newHostPowerCmd() *cobra.Command {
+	var graceful time.Duration
+	var output string
+	cmd := &cobra.Command{
+		Use:   "power NAME [status|on|off|cycle]",
+		Short: "A host's power through its BMC, with the credentials phoenix holds (off and cycle: quarantined hosts only)",
+		Long: `Read or change a host's power through the BMC its fleet file names, with the
+credentials the server holds: the operator needs no BMC password.
+
+phoenix powers hosts itself when it reimages them, so off and cycle are for
+quarantined hosts (phoenix host quarantine NAME first; a host in service is
+rebuilt with phoenix host reimage), and on is refused while a reimage is
+powering the host. Every change is recorded in the host's events.`,
+		Args:      cobra.RangeArgs(1, 2),
+		ValidArgs: []string{fleet.ActionPowerStatus, fleet.ActionPowerOn, fleet.ActionPowerOff, fleet.ActionPowerCycle},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			action := fleet.ActionPowerStatus
+			if len(args) == 2 {
+				action = args[1]
+			}
+			body := map[string]string{"power": action, "graceful": graceful.String()}
+			var out fleet.PowerResult
+			if err := newClient(cmd).sendJSON(cmd, "POST", hostPath(args[0])+"/power", body, &out); err != nil {
+				return err
+			}
+			if output == "json" {
+				return json.NewEncoder(os.Stdout).Encode(out)
+			}
+			fmt.Printf("Host %s: power %s\n", out.Host, out.Power)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&graceful, "graceful", 2*time.Minute, "for off: time the OS gets to shut down before the BMC forces it off (0 = at once)")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	return cmd
 }

@@ -264,6 +264,40 @@ hosts:
 		}
 	}
 
+	// The operator's hand on the quarantined canary's power, through
+	// phoenix (which holds the BMC credentials): off at once, then on. A
+	// host in service is refused: phoenix owns its power.
+	var inService string
+	for _, n := range names {
+		if n != canary {
+			inService = n
+			break
+		}
+	}
+	if out, err := site.CLI(ctx, "host", "power", inService, "off"); err == nil || !strings.Contains(out, "quarantine") {
+		t.Errorf("host power off of %s, in service: %v\n%s", inService, err, out)
+	}
+	var canaryVM *vbmc.Machine
+	for _, m := range machines {
+		if m.Name == canary {
+			canaryVM = m
+		}
+	}
+	for _, step := range []struct{ action, want string }{{"off", "Off"}, {"status", "Off"}, {"on", "On"}} {
+		var pr fleet.PowerResult
+		if err := json.Unmarshal([]byte(cli("host", "power", canary, step.action, "--graceful", "0", "-o", "json")), &pr); err != nil {
+			t.Fatal(err)
+		}
+		vmState, err := canaryVM.PowerState(ctx)
+		if err != nil || pr.Power != step.want || vmState != step.want {
+			t.Fatalf("host power %s %s: phoenix says %q, the VM is %q (%v); want %s", canary, step.action, pr.Power, vmState, err, step.want)
+		}
+	}
+	if show := cli("host", "show", canary); !strings.Contains(show, "power off (graceful for 0s) by the operator: now Off") {
+		t.Errorf("host show lacks the power events:\n%s", show)
+	}
+	t.Logf("FLEET host power %s off, status, on: as the VM says", canary)
+
 	cli("image", "rollback", "demo", "--channel", "stable")
 	cli("host", "release", canary)
 	mu.Lock()
