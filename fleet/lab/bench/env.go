@@ -241,20 +241,9 @@ func writeRandom(path string, size int) error {
 // have used.
 func procCPU(pid int) float64 {
 	total := 0.0
-	pids := append([]int{pid}, childPIDs(pid)...)
-	for _, p := range pids {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
+	for _, p := range append([]int{pid}, childPIDs(pid)...) {
 		// fields after ")": state(0) ppid(1) ... utime(11) stime(12)
-		if len(f) > 12 {
+		if f := procStat(strconv.Itoa(p)); len(f) > 12 {
 			u, _ := strconv.ParseFloat(f[11], 64)
 			st, _ := strconv.ParseFloat(f[12], 64)
 			total += (u + st) / 100 // USER_HZ is 100 on Linux
@@ -271,21 +260,26 @@ func childPIDs(pid int) []int {
 		if err != nil {
 			continue
 		}
-		data, err := os.ReadFile("/proc/" + ent.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(data)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+		if f := procStat(ent.Name()); len(f) > 1 && f[1] == strconv.Itoa(pid) {
 			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// procStat returns the fields of /proc/PID/stat after the command name
+// (which may hold spaces and parentheses), or nil when pid is gone.
+func procStat(pid string) []string {
+	data, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return nil
+	}
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
 }
 
 // procHWM returns pid's peak resident set size in MiB (VmHWM).
