@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin/phoenix
 DEMO := build/demo
 # Debian packages the tests and the lab need (installed by `make deps`).
-DEBIAN_PKGS := qemu-system-x86 ipxe-qemu ovmf ipxe dnsmasq-base busybox-static cpio kmod iproute2 util-linux tftp-hpa xorriso redfishtool fdisk dosfstools mtools
+DEBIAN_PKGS := qemu-system-x86 ipxe-qemu ovmf ipxe dnsmasq-base busybox-static cpio kmod iproute2 util-linux tftp-hpa xorriso redfishtool fdisk dosfstools mtools chromium
 
 .PHONY: help build test unit lint bench lab run demo-image deps fuzz clean vagrant-validate
 

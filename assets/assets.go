@@ -1,5 +1,6 @@
-// Package assets holds the files phoenix embeds in its binary: today the iPXE
-// script templates (ipxe/*.tmpl); the demo image recipe lives under demo/.
+// Package assets holds the files phoenix embeds in its binary: the iPXE
+// script templates (ipxe/*.tmpl) and the web dashboard (web/); the demo
+// image recipe lives under demo/.
 //
 // It is not a renderer: boot/ipxe parses and executes the templates and owns
 // the escaping rules for everything that is substituted into them.
@@ -14,3 +15,11 @@ import "embed"
 //
 //go:embed ipxe/*.tmpl
 var IPXE embed.FS
+
+// Web is the dashboard phoenix serve shows at / (web/index.html, with its
+// script and style under /ui/): a read-only view of the fleet API. It is
+// embedded for the same reason as the templates: the page always matches
+// the API of the binary that serves it.
+//
+//go:embed web
+var Web embed.FS

@@ -203,8 +203,10 @@ hosts:
   %[1]s image promote demo:2 --channel stable     # canary first, then the rest
   %[1]s rollout ls; %[1]s host ls                # watch the rollout
   %[1]s image rollback demo --channel stable
+lab: the dashboard is at %[4]s/ inside the lab's network namespace; a picture of it:
+  nsenter -t %[5]d -n chromium --headless --no-sandbox --window-size=1280,900 --screenshot=/tmp/phoenix.png %[4]s/
 lab: Ctrl-C stops and removes everything.
-`, in, filepath.Join(filepath.Dir(kernel)+"2", "vmlinuz"), filepath.Join(filepath.Dir(initrd)+"2", "initrd.img"))
+`, in, filepath.Join(filepath.Dir(kernel)+"2", "vmlinuz"), filepath.Join(filepath.Dir(initrd)+"2", "initrd.img"), site.URL(), os.Getpid())
 	<-ctx.Done()
 	fmt.Println("lab: stopping phoenix, the BMC and the VMs; the network namespace goes with them")
 	return nil

@@ -359,6 +359,10 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	// Hosts send their logs without a token, like their reports.
 	logs.Register(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// The dashboard: exactly "/" and its files under /ui/.
+	ui := uiHandler()
+	mux.Handle("GET /{$}", ui)
+	mux.Handle("GET /ui/", ui)
 	mux.Handle("/", bootSrv.Handler())
 
 	g, ctx := errgroup.WithContext(ctx)
