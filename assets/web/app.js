@@ -73,7 +73,12 @@ function renderRollouts(rollouts) {
 function hostRow(h) {
   const rep = h.last_report;
   let running = "no report";
-  if (rep) running = shortDigest(rep.digest) + (rep.digest === h.digest ? " (desired)" : " (not desired)") + ", " + ago(rep.time);
+  if (rep) {
+    let what = shortDigest(rep.digest) + " (not desired)";
+    if (rep.digest === h.digest) what = (h.desired_ref || shortDigest(rep.digest)) + " (desired)";
+    else if (rep.digest === h.assigned) what = (h.assigned_ref || shortDigest(rep.digest)) + " (old, queued)";
+    running = what + ", " + ago(rep.time);
+  }
   let note = h.quarantine || h.last_failure || h.error || "";
   if (h.step) note = `reimaging to ${h.step.target_ref || shortDigest(h.step.target)}, attempt ${h.step.attempt}` + (note ? "; " + note : "");
   return el("tr", { id: "host-" + h.name },

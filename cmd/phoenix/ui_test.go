@@ -115,7 +115,7 @@ hosts:
 	for _, want := range []string{
 		"3 hosts", "rack r1 (2)", "rack r2 (1)",
 		`id="host-r1n01"`, `id="host-r2n01"`, `class="state state-ready"`, `class="state state-quarantined"`,
-		"demo:1", "52:54:00:00:01:02",
+		"demo:1 (desired)", "52:54:00:00:01:02", "no report",
 		"quarantine", // the event kind
 		"&lt;script&gt;document.title='pwned'&lt;/script&gt;",
 	} {

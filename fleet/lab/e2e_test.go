@@ -204,6 +204,16 @@ func e2eInNetns(t *testing.T) {
 			t.Errorf("/metrics lacks the three reported boots:\n%s", grepLines(string(body), "phoenix_"))
 		}
 	}
+	// The dashboard is served by the real server beside the boot routes.
+	if resp, err := http.Get(full.URL() + "/"); err != nil {
+		t.Error(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "/ui/app.js") || resp.Header.Get("Content-Security-Policy") == "" {
+			t.Errorf("dashboard: %s, CSP %q:\n%.300s", resp.Status, resp.Header.Get("Content-Security-Policy"), body)
+		}
+	}
 	if t.Failed() {
 		if b, err := os.ReadFile(filepath.Join(proxy.Dir, "dnsmasq.log")); err == nil {
 			t.Logf("dnsmasq log (tail):\n%s", tail(string(b), 30))
