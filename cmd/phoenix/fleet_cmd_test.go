@@ -39,21 +39,29 @@ func (fakeImages) Resolve(ref string) (images.Image, error) {
 	return images.Image{}, fmt.Errorf("image %s: %w", ref, images.ErrNotFound)
 }
 
-// TestFleetCommands runs plan, apply, rollout, host ls/show/reimage/
-// quarantine/release as a user would, against a server with a controller
-// whose hosts have no BMC (the test plays the hosts' reports).
-func TestFleetCommands(t *testing.T) {
+// startFleet runs a fleet controller over a fresh store and fakeImages
+// until the test ends, and returns a mux with its API registered.
+func startFleet(t *testing.T) (context.Context, *fleet.Controller, *http.ServeMux) {
+	t.Helper()
 	store, err := fleet.OpenStoreWith(filepath.Join(t.TempDir(), "phoenix.db"), fleet.StoreOptions{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer store.Close()
 	ctrl := &fleet.Controller{Store: store, Images: fakeImages{}, Interval: 100 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ctrl.Run(ctx)
+	done := make(chan struct{})
+	go func() { ctrl.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; store.Close() })
 	mux := http.NewServeMux()
 	(&fleet.API{Controller: ctrl, Store: store}).Register(mux)
+	return ctx, ctrl, mux
+}
+
+// TestFleetCommands runs plan, apply, rollout, host ls/show/reimage/
+// quarantine/release as a user would, against a server with a controller
+// whose hosts have no BMC (the test plays the hosts' reports).
+func TestFleetCommands(t *testing.T) {
+	ctx, ctrl, mux := startFleet(t)
 	srv := httptest.NewServer(fleet.RequireToken("tok", mux))
 	defer srv.Close()
 	cli := func(wantOK bool, args ...string) (string, string) {
@@ -122,8 +130,7 @@ hosts:
 	go func() {
 		for i := 0; i < 100; i++ {
 			time.Sleep(50 * time.Millisecond)
-			var d fleet.HostStatusDetail
-			if d, err = ctrl.HostDetail("a"); err == nil && d.Step != nil {
+			if d, err := ctrl.HostDetail("a"); err == nil && d.Step != nil {
 				report("52:54:00:00:00:01", "demo:2")
 				return
 			}

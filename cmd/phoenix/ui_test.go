@@ -3,17 +3,14 @@ package main
 import (
 	"context"
 	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/phoenixboot/phoenix/boot/httpboot"
-	"github.com/phoenixboot/phoenix/fleet"
 )
 
 func TestUIHandler(t *testing.T) {
@@ -62,15 +59,7 @@ func TestDashboard(t *testing.T) {
 		}
 		t.Skip("chromium not installed")
 	}
-	store, err := fleet.OpenStoreWith(filepath.Join(t.TempDir(), "phoenix.db"), fleet.StoreOptions{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	ctrl := &fleet.Controller{Store: store, Images: fakeImages{}, Interval: 100 * time.Millisecond}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ctrl.Run(ctx)
+	ctx, ctrl, mux := startFleet(t)
 	if _, err := ctrl.Apply([]byte(`defaults: {image: demo@stable}
 hosts:
 - {name: r1n01, macs: ['52:54:00:00:01:01'], labels: {rack: r1}}
@@ -91,8 +80,6 @@ hosts:
 		t.Fatal(err)
 	}
 
-	mux := http.NewServeMux()
-	(&fleet.API{Controller: ctrl, Store: store}).Register(mux)
 	ui := uiHandler()
 	mux.Handle("GET /{$}", ui)
 	mux.Handle("GET /ui/", ui)
