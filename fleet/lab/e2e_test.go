@@ -52,9 +52,9 @@ func demoDir(root string) string {
 	return filepath.Join(root, "build", "demo")
 }
 
-// TestE2EBoot boots five QEMU VMs from phoenix with real firmware, in
-// parallel: SeaBIOS+iPXE, OVMF's own PXE and OVMF's UEFI HTTP boot against
-// phoenix's full DHCP, and the first two against phoenix in proxy mode beside
+// TestE2EBoot boots six QEMU VMs from phoenix with real firmware, in
+// parallel: SeaBIOS+iPXE, OVMF's own PXE and OVMF's UEFI HTTP boot, each
+// against phoenix's full DHCP and against phoenix in proxy mode beside
 // dnsmasq. Each must print
 // the demo image's report marker and phoenix must have recorded the digest it
 // served.
@@ -116,9 +116,10 @@ func e2eInNetns(t *testing.T) {
 		{Name: "uefi1", MACs: []string{"52:54:00:99:00:02"}, Image: "demo:1"},
 		{Name: "http1", MACs: []string{"52:54:00:99:00:03"}, Image: "demo:1"},
 	})
-	proxy := mk("proxy", Net{Bridge: "br1", CIDR: "10.98.0.1/24", Taps: []string{"tap2", "tap3"}}, "proxy", 8081, []fleet.Host{
+	proxy := mk("proxy", Net{Bridge: "br1", CIDR: "10.98.0.1/24", Taps: []string{"tap2", "tap3", "tap5"}}, "proxy", 8081, []fleet.Host{
 		{Name: "proxy1", MACs: []string{"52:54:00:98:00:01"}, Image: "demo:1"},
 		{Name: "proxy2", MACs: []string{"52:54:00:98:00:02"}, Image: "demo:1"},
+		{Name: "proxy3", MACs: []string{"52:54:00:98:00:03"}, Image: "demo:1"},
 	})
 	for _, s := range []*Site{full, proxy} {
 		if err := s.Start(ctx); err != nil {
@@ -145,6 +146,7 @@ func e2eInNetns(t *testing.T) {
 		{proxy, []*VM{
 			{Name: "proxy1", MAC: "52:54:00:98:00:01", Tap: "tap2", Firmware: BIOS},
 			{Name: "proxy2", MAC: "52:54:00:98:00:02", Tap: "tap3", Firmware: UEFI},
+			{Name: "proxy3", MAC: "52:54:00:98:00:03", Tap: "tap5", Firmware: UEFI, HTTPBoot: true},
 		}},
 	}
 	resc := make(chan []Result, len(runs))

@@ -85,6 +85,12 @@ type Timeline struct {
 	mu     sync.Mutex
 	boots  map[string][]*Boot // by MAC, oldest first, the last one current
 	byIP   map[string]string  // IP → MAC, learnt from DHCP and scripts
+	// orphans are phases seen from an address no event has tied to a MAC
+	// yet: in proxy mode another DHCP server hands out the addresses, so
+	// a TFTP transfer or UEFI HTTP boot fetch comes from an unknown IP.
+	// The first event that names the MAC at that address (its iPXE script
+	// request) adopts them into its boot.
+	orphans map[string][]orphan
 	blobs  map[string]string  // blob digest → role, learnt from served images
 	phase  *prometheus.HistogramVec
 	fails  *prometheus.CounterVec
@@ -96,7 +102,7 @@ type Timeline struct {
 func New(imgs ImageSource, reg prometheus.Registerer) *Timeline {
 	t := &Timeline{
 		images: imgs, now: time.Now,
-		boots: map[string][]*Boot{}, byIP: map[string]string{}, blobs: map[string]string{},
+		boots: map[string][]*Boot{}, byIP: map[string]string{}, blobs: map[string]string{}, orphans: map[string][]orphan{},
 		phase: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "phoenix_boot_phase_seconds",
 			Help:    "Time from the start of a network boot (first DHCP offer) to each phase.",
@@ -141,14 +147,50 @@ func (t *Timeline) current(mac string, start bool) *Boot {
 	return b
 }
 
+// orphan is a phase reached from an address not yet tied to a MAC.
+type orphan struct {
+	phase, detail string
+	at            time.Time
+}
+
+// maxOrphans bounds the addresses with orphans kept: addresses that never
+// fetch a script (scanners, other servers' clients) must not grow memory.
+const maxOrphans = 4096
+
+// keepOrphan remembers phase reached from ip, which no event has tied to a
+// MAC yet.
+func (t *Timeline) keepOrphan(ip, phase, detail string) {
+	if ip == "" {
+		return
+	}
+	if len(t.orphans) >= maxOrphans {
+		clear(t.orphans)
+	}
+	t.orphans[ip] = append(t.orphans[ip], orphan{phase: phase, detail: detail, at: t.now()})
+}
+
+// adopt moves ip's orphans that happened during b into b.
+func (t *Timeline) adopt(b *Boot, ip string) {
+	for _, o := range t.orphans[ip] {
+		if !o.at.Before(b.Start) {
+			t.stepAt(b, o.phase, o.detail, o.at)
+		}
+	}
+	delete(t.orphans, ip)
+}
+
 // step records phase on b (once per phase; repeats only update nothing).
 func (t *Timeline) step(b *Boot, phase, detail string) {
+	t.stepAt(b, phase, detail, t.now())
+}
+
+func (t *Timeline) stepAt(b *Boot, phase, detail string, at time.Time) {
 	for _, s := range b.Steps {
 		if s.Phase == phase {
 			return
 		}
 	}
-	after := t.now().Sub(b.Start)
+	after := at.Sub(b.Start)
 	b.Steps = append(b.Steps, Step{Phase: phase, After: after, Detail: detail})
 	t.phase.WithLabelValues(phase).Observe(after.Seconds())
 }
@@ -226,6 +268,8 @@ func (t *Timeline) TFTP(tr tftp.Transfer) {
 		t.fail(b, "tftp-failed")
 	case b != nil:
 		t.step(b, PhaseTFTP, tr.File)
+	case mac == "":
+		t.keepOrphan(hostOf(tr.Remote), PhaseTFTP, tr.File)
 	}
 }
 
@@ -256,6 +300,9 @@ func (t *Timeline) HTTP(e httpboot.Event) {
 		mac = t.byIP[ip]
 	}
 	if mac == "" {
+		if e.Kind == httpboot.EventBootFile && e.Status != http.StatusNotFound {
+			t.keepOrphan(ip, PhaseHTTPBoot, e.Detail)
+		}
 		return
 	}
 	switch e.Kind {
@@ -280,6 +327,7 @@ func (t *Timeline) HTTP(e httpboot.Event) {
 		if e.Detail != "" && e.Detail != "local" {
 			t.fail(b, "script-error")
 		}
+		t.adopt(b, ip)
 		t.step(b, PhaseScript, e.Image)
 	case httpboot.EventBlob:
 		b := t.current(mac, false)

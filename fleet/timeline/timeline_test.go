@@ -1,6 +1,7 @@
 package timeline
 
 import (
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -102,6 +103,54 @@ func TestUEFIHTTPBoot(t *testing.T) {
 	}
 	// From an address no DHCP lease explains: nobody's boot.
 	tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "snponly.efi", RemoteAddr: "10.0.0.200:3000"})
+}
+
+// TestProxyOrphans: in proxy mode another server hands out addresses, so a
+// boot file fetched over TFTP or HTTP comes from an address phoenix cannot
+// tie to a MAC until iPXE asks for its script; the phase joins the boot
+// then, at the time it happened.
+func TestProxyOrphans(t *testing.T) {
+	tl := New(nil, nil)
+	clock := time.Unix(1000, 0)
+	tl.now = func() time.Time { return clock }
+	for i, c := range []struct {
+		mac, ip string
+		fetch   func(ip string)
+		phase   string
+	}{
+		{"52:54:00:00:00:05", "10.0.0.150", func(ip string) {
+			tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "snponly.efi", RemoteAddr: ip + ":3000"})
+		}, PhaseHTTPBoot},
+		{"52:54:00:00:00:06", "10.0.0.151", func(ip string) {
+			tl.TFTP(tftp.Transfer{File: "undionly.kpxe", Remote: &net.UDPAddr{IP: net.ParseIP(ip), Port: 2000}})
+		}, PhaseTFTP},
+	} {
+		mac, _ := net.ParseMAC(c.mac)
+		tl.DHCP(dhcp.Event{Kind: "proxy-offer", MAC: mac, Arch: "efi-x64"})
+		clock = clock.Add(time.Second)
+		c.fetch(c.ip)
+		clock = clock.Add(time.Second)
+		tl.HTTP(httpboot.Event{Kind: httpboot.EventScript, MAC: mac, Host: "h", RemoteAddr: c.ip + ":3001"})
+		b := tl.Boots(mac)[0]
+		var got []string
+		for _, st := range b.Steps {
+			got = append(got, fmt.Sprintf("%s@%v", st.Phase, st.After))
+		}
+		want := fmt.Sprintf("dhcp-offer@0s %s@1s script@2s", c.phase)
+		if strings.Join(got, " ") != want {
+			t.Errorf("case %d: steps %q, want %q", i, got, want)
+		}
+	}
+	if len(tl.orphans) != 0 {
+		t.Errorf("orphans left: %v", tl.orphans)
+	}
+	// Addresses that never ask for a script do not grow memory for ever.
+	for i := range maxOrphans + 10 {
+		tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "x", RemoteAddr: fmt.Sprintf("10.1.%d.%d:1", i/250, i%250)})
+	}
+	if len(tl.orphans) > maxOrphans {
+		t.Errorf("%d orphan addresses kept", len(tl.orphans))
+	}
 }
 
 func TestFailures(t *testing.T) {
