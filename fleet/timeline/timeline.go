@@ -82,19 +82,19 @@ type Timeline struct {
 	images ImageSource
 	now    func() time.Time
 
-	mu     sync.Mutex
-	boots  map[string][]*Boot // by MAC, oldest first, the last one current
-	byIP   map[string]string  // IP → MAC, learnt from DHCP and scripts
+	mu    sync.Mutex
+	boots map[string][]*Boot // by MAC, oldest first, the last one current
+	byIP  map[string]string  // IP → MAC, learnt from DHCP and scripts
 	// orphans are phases seen from an address no event has tied to a MAC
 	// yet: in proxy mode another DHCP server hands out the addresses, so
 	// a TFTP transfer or UEFI HTTP boot fetch comes from an unknown IP.
 	// The first event that names the MAC at that address (its iPXE script
 	// request) adopts them into its boot.
 	orphans map[string][]orphan
-	blobs  map[string]string  // blob digest → role, learnt from served images
-	phase  *prometheus.HistogramVec
-	fails  *prometheus.CounterVec
-	boots_ prometheus.Counter
+	blobs   map[string]string // blob digest → role, learnt from served images
+	phase   *prometheus.HistogramVec
+	fails   *prometheus.CounterVec
+	boots_  prometheus.Counter
 }
 
 // New returns a Timeline that names blobs through imgs (may be nil) and
