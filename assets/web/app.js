@@ -5,6 +5,9 @@
 "use strict";
 
 const refreshMs = 5000;
+// At most this many hosts' boot timelines are fetched per refresh: the
+// hosts being reimaged, where "which phase is it in" is the question.
+const maxBootFetches = 50;
 const activeRollout = new Set(["running", "paused", "halted"]);
 
 function el(tag, attrs, ...children) {
@@ -70,7 +73,18 @@ function renderRollouts(rollouts) {
     r.halt ? el("div", {}, "halted: " + r.halt) : null)));
 }
 
-function hostRow(h) {
+// lastPhase describes the newest boot of a MAC: its last phase reached
+// and when, from GET /api/v1/boots/{mac}; "" when there is none.
+function lastPhase(boots) {
+  if (!boots || boots.length === 0 || !boots[0].steps || boots[0].steps.length === 0) return "";
+  const b = boots[0];
+  const st = b.steps[b.steps.length - 1];
+  let s = `${st.phase} at ${(st.after_ns / 1e9).toFixed(1)} s`;
+  if (b.failed) s += ", " + b.failed;
+  return s;
+}
+
+function hostRow(h, phases) {
   const rep = h.last_report;
   let running = "no report";
   if (rep) {
@@ -80,7 +94,11 @@ function hostRow(h) {
     running = what + ", " + ago(rep.time);
   }
   let note = h.quarantine || h.last_failure || h.error || "";
-  if (h.step) note = `reimaging to ${h.step.target_ref || shortDigest(h.step.target)}, attempt ${h.step.attempt}` + (note ? "; " + note : "");
+  if (h.step) {
+    const phase = phases.get(h.name);
+    note = `reimaging to ${h.step.target_ref || shortDigest(h.step.target)}, attempt ${h.step.attempt}` +
+      (phase ? "; boot: " + phase : "") + (note ? "; " + note : "");
+  }
   return el("tr", { id: "host-" + h.name },
     el("td", { class: "mono" }, h.name),
     el("td", {}, state(h.state)),
@@ -90,7 +108,20 @@ function hostRow(h) {
     el("td", {}, note));
 }
 
-function renderRacks(hosts) {
+// bootPhases fetches the boot timelines of hosts with a step in flight.
+async function bootPhases(hosts) {
+  const busy = hosts.filter(h => h.step && h.macs && h.macs.length > 0).slice(0, maxBootFetches);
+  const phases = new Map();
+  await Promise.all(busy.map(async h => {
+    try {
+      const p = lastPhase(await getJSON("/api/v1/boots/" + encodeURIComponent(h.macs[0])));
+      if (p) phases.set(h.name, p);
+    } catch (_) { /* a timeline is a detail: the row shows without it */ }
+  }));
+  return phases;
+}
+
+function renderRacks(hosts, phases) {
   const racks = new Map();
   for (const h of hosts) {
     const rack = (h.labels && h.labels.rack) || "(no rack label)";
@@ -109,7 +140,7 @@ function renderRacks(hosts) {
       el("h3", {}, "rack " + rack + " (" + list.length + ")"),
       el("table", {},
         el("thead", {}, el("tr", {}, ...["host", "state", "image", "runs", "MACs", "step / failure"].map(t => el("th", {}, t)))),
-        el("tbody", {}, ...list.map(hostRow))));
+        el("tbody", {}, ...list.map(h => hostRow(h, phases)))));
   }));
 }
 
@@ -128,9 +159,10 @@ async function refresh() {
   try {
     const [hosts, rollouts, events] = await Promise.all([
       getJSON("/api/v1/hosts"), getJSON("/api/v1/rollouts"), getJSON("/api/v1/events?limit=50")]);
+    const phases = await bootPhases(hosts || []);
     renderSummary(hosts || []);
     renderRollouts(rollouts || []);
-    renderRacks(hosts || []);
+    renderRacks(hosts || [], phases);
     renderEvents(events || []);
     errBox.hidden = true;
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();

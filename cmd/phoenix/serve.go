@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -328,15 +327,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	// removable) while a host's image ref resolves to it.
 	imagesAPI := &images.API{Store: store, Log: log.With("svc", "images"), Users: ctrl.HostsUsing}
 	imagesAPI.Register(apiMux)
-	apiMux.HandleFunc("GET /api/v1/boots/{mac}", func(w http.ResponseWriter, r *http.Request) {
-		mac, err := net.ParseMAC(r.PathValue("mac"))
-		if err != nil {
-			fleet.WriteError(w, http.StatusBadRequest, fmt.Errorf("mac %q: %w", r.PathValue("mac"), err))
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(tl.Boots(mac))
-	})
+	apiMux.HandleFunc("GET /api/v1/boots/{mac}", tl.ServeBoots)
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/", fleet.RequireToken(token, apiMux))
 	// Phone-home comes from hosts, which hold no token.

@@ -10,7 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/phoenixboot/phoenix/boot/dhcp"
 	"github.com/phoenixboot/phoenix/boot/httpboot"
+	"github.com/phoenixboot/phoenix/boot/tftp"
+	"github.com/phoenixboot/phoenix/fleet/timeline"
 )
 
 func TestUIHandler(t *testing.T) {
@@ -80,6 +83,26 @@ hosts:
 		t.Fatal(err)
 	}
 
+	// r2n01 is being reimaged; its boot has reached TFTP.
+	if _, err := ctrl.Reimage("r2n01", "demo:2"); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if d, err := ctrl.HostDetail("r2n01"); err == nil && d.Step != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no reimage step for r2n01")
+		}
+	}
+	tl := timeline.New(nil, nil)
+	hw, _ := net.ParseMAC("52:54:00:00:02:01")
+	ip := net.IPv4(10, 0, 0, 21)
+	tl.DHCP(dhcp.Event{Kind: "offer", MAC: hw, IP: ip})
+	tl.DHCP(dhcp.Event{Kind: "ack", MAC: hw, IP: ip})
+	tl.TFTP(tftp.Transfer{File: "undionly.kpxe", Remote: &net.UDPAddr{IP: ip, Port: 2000}})
+	mux.HandleFunc("GET /api/v1/boots/{mac}", tl.ServeBoots)
+
 	ui := uiHandler()
 	mux.Handle("GET /{$}", ui)
 	mux.Handle("GET /ui/", ui)
@@ -104,6 +127,7 @@ hosts:
 		`id="host-r1n01"`, `id="host-r2n01"`, `class="state state-ready"`, `class="state state-quarantined"`,
 		"demo:1 (desired)", "52:54:00:00:01:02", "no report",
 		"quarantine", // the event kind
+		"reimaging to demo:2, attempt 1; boot: tftp at", // r2n01's timeline
 		"&lt;script&gt;document.title='pwned'&lt;/script&gt;",
 	} {
 		if !strings.Contains(dom, want) {

@@ -8,6 +8,8 @@
 package timeline
 
 import (
+	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"sort"
@@ -374,6 +376,19 @@ func (t *Timeline) Boots(mac net.HardwareAddr) []Boot {
 		out = append(out, b)
 	}
 	return out
+}
+
+// ServeBoots answers GET /api/v1/boots/{mac}: the MAC's kept boots, newest
+// first, as JSON; errors have the API's shape {"error": "..."}.
+func (t *Timeline) ServeBoots(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	mac, err := net.ParseMAC(r.PathValue("mac"))
+	if err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(map[string]string{"error": fmt.Sprintf("mac %q: %v", r.PathValue("mac"), err)})
+		return
+	}
+	json.NewEncoder(w).Encode(t.Boots(mac))
 }
 
 // hostOf returns the IP of a net.Addr or "ip:port" string.

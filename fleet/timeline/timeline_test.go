@@ -3,6 +3,8 @@ package timeline
 import (
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -165,5 +167,28 @@ func TestFailures(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(tl.fails.WithLabelValues("tftp-refused")); v != 1 {
 		t.Errorf("failures %v", v)
+	}
+}
+
+func TestServeBoots(t *testing.T) {
+	tl := New(nil, nil)
+	mac, _ := net.ParseMAC("52:54:00:00:00:07")
+	tl.DHCP(dhcp.Event{Kind: "offer", MAC: mac, IP: net.IPv4(10, 0, 0, 7)})
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/boots/{mac}", tl.ServeBoots)
+	for _, c := range []struct {
+		path string
+		code int
+		body string
+	}{
+		{"/api/v1/boots/52:54:00:00:00:07", 200, `"phase":"dhcp-offer"`},
+		{"/api/v1/boots/52-54-00-00-00-08", 200, `[]`},
+		{"/api/v1/boots/not-a-mac", 400, `{"error":"mac \"not-a-mac\"`},
+	} {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", c.path, nil))
+		if rec.Code != c.code || !strings.Contains(rec.Body.String(), c.body) || rec.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("GET %s: %d %q, want %d with %s", c.path, rec.Code, rec.Body, c.code, c.body)
+		}
 	}
 }
