@@ -144,6 +144,18 @@ function renderRacks(hosts, phases) {
   }));
 }
 
+// renderDiscovered lists MACs that asked for a script but are in no fleet
+// file, newest first; the section stays hidden while there are none.
+function renderDiscovered(list) {
+  const sorted = list.slice().sort((a, b) => (a.last_seen < b.last_seen ? 1 : -1));
+  document.getElementById("discovered-section").hidden = sorted.length === 0;
+  document.querySelector("#discovered tbody").replaceChildren(...sorted.map(d => el("tr", {},
+    el("td", { class: "mono" }, d.mac),
+    el("td", { class: "mono" }, String(d.remote_addr || "").replace(/:\d+$/, "")),
+    el("td", { title: d.first_seen }, ago(d.first_seen)),
+    el("td", { title: d.last_seen }, ago(d.last_seen)))));
+}
+
 function renderEvents(events) {
   const body = document.querySelector("#events tbody");
   body.replaceChildren(...events.map(e => el("tr", {},
@@ -157,12 +169,14 @@ function renderEvents(events) {
 async function refresh() {
   const errBox = document.getElementById("error");
   try {
-    const [hosts, rollouts, events] = await Promise.all([
-      getJSON("/api/v1/hosts"), getJSON("/api/v1/rollouts"), getJSON("/api/v1/events?limit=50")]);
+    const [hosts, rollouts, events, discovered] = await Promise.all([
+      getJSON("/api/v1/hosts"), getJSON("/api/v1/rollouts"), getJSON("/api/v1/events?limit=50"),
+      getJSON("/api/v1/discovered")]);
     const phases = await bootPhases(hosts || []);
     renderSummary(hosts || []);
     renderRollouts(rollouts || []);
     renderRacks(hosts || [], phases);
+    renderDiscovered(discovered || []);
     renderEvents(events || []);
     errBox.hidden = true;
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();

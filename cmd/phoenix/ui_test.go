@@ -78,6 +78,10 @@ hosts:
 			t.Fatal(err)
 		}
 	}
+	stranger, _ := net.ParseMAC("52:54:00:00:09:99")
+	if err := ctrl.RecordDiscovered(ctx, stranger, "10.0.0.99:1234"); err != nil {
+		t.Fatal(err)
+	}
 	hostile := `<img src=x onerror="document.title='pwned'"><script>document.title='pwned'</script>`
 	if err := ctrl.Quarantine("r1n02", hostile); err != nil {
 		t.Fatal(err)
@@ -128,6 +132,7 @@ hosts:
 		"demo:1 (desired)", "52:54:00:00:01:02", "no report",
 		"quarantine", // the event kind
 		"reimaging to demo:2, attempt 1; boot: tftp at", // r2n01's timeline
+		`<td class="mono">52:54:00:00:09:99</td><td class="mono">10.0.0.99</td>`, // discovered
 		"&lt;script&gt;document.title='pwned'&lt;/script&gt;",
 	} {
 		if !strings.Contains(dom, want) {
