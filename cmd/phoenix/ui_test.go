@@ -131,7 +131,7 @@ hosts:
 		`id="host-r1n01"`, `id="host-r2n01"`, `class="state state-ready"`, `class="state state-quarantined"`,
 		"demo:1 (desired)", "52:54:00:00:01:02", "no report",
 		"quarantine", // the event kind
-		"reimaging to demo:2, attempt 1; boot: tftp at", // r2n01's timeline
+		"reimaging to demo:2, attempt 1; boot: tftp at",                          // r2n01's timeline
 		`<td class="mono">52:54:00:00:09:99</td><td class="mono">10.0.0.99</td>`, // discovered
 		"&lt;script&gt;document.title='pwned'&lt;/script&gt;",
 	} {
