@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -73,5 +74,23 @@ func TestPower(t *testing.T) {
 		if !strings.HasPrefix(msgs[i], w) {
 			t.Errorf("event %d: %q, want %q…", i, msgs[i], w)
 		}
+	}
+}
+
+// TestPowerNoBMC: a host whose fleet file names no BMC cannot be powered
+// by phoenix, and the answer says why.
+func TestPowerNoBMC(t *testing.T) {
+	store, err := OpenStoreWith(filepath.Join(t.TempDir(), "phoenix.db"), StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	src := newSimImages("demo:1")
+	c := &Controller{Store: store, Images: src}
+	if _, err := c.Apply([]byte("hosts:\n- {name: lonely, macs: ['52:54:00:00:00:01'], image: demo:1}\n"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Power(context.Background(), "lonely", ActionPowerStatus, 0); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "no bmc") {
+		t.Errorf("power of a host without a BMC: %v", err)
 	}
 }
