@@ -411,6 +411,9 @@ powering the host. Every change is recorded in the host's events.`,
 				action = args[1]
 			}
 			body := map[string]string{"power": action, "graceful": graceful.String()}
+			if action == fleet.ActionPowerOff && graceful > 0 {
+				fmt.Fprintf(os.Stderr, "Asking %s's OS to shut down; forced off after %s.\n", args[0], graceful)
+			}
 			var out fleet.PowerResult
 			if err := newClient(cmd).sendJSON(cmd, "POST", hostPath(args[0])+"/power", body, &out); err != nil {
 				return err
