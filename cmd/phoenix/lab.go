@@ -20,12 +20,15 @@ import (
 type labVM struct {
 	name, mac string
 	firmware  string
+	httpBoot  bool // UEFI HTTP boot instead of PXE
 }
 
+// labVMs are the lab's machines: one of each network boot path phoenix
+// answers (BIOS PXE with iPXE in the NIC ROM, UEFI PXE, UEFI HTTP boot).
 var labVMs = []labVM{
-	{"node1", "52:54:00:99:00:01", vbmc.BIOS},
-	{"node2", "52:54:00:99:00:02", vbmc.UEFI},
-	{"node3", "52:54:00:99:00:03", vbmc.BIOS},
+	{"node1", "52:54:00:99:00:01", vbmc.BIOS, false},
+	{"node2", "52:54:00:99:00:02", vbmc.UEFI, false},
+	{"node3", "52:54:00:99:00:03", vbmc.UEFI, true},
 }
 
 func newLabCmd() *cobra.Command {
@@ -33,7 +36,7 @@ func newLabCmd() *cobra.Command {
 	var once bool
 	cmd := &cobra.Command{
 		Use:   "lab",
-		Short: "Run a QEMU lab: phoenix, a virtual BMC and three VMs (SeaBIOS+iPXE, OVMF UEFI) that netboot from it",
+		Short: "Run a QEMU lab: phoenix, a virtual BMC and three VMs (SeaBIOS+iPXE, OVMF PXE, OVMF HTTP boot) that netboot from it",
 		Long: `lab creates a private network namespace with a bridge and tap devices, a
 virtual BMC (Redfish over QMP) in front of three powered-off QEMU VMs, and
 phoenix in full DHCP mode with the demo image promoted to demo@stable and a
@@ -105,7 +108,7 @@ func runLab(ctx context.Context, kernel, initrd, work string, once bool) error {
 	for i, v := range labVMs {
 		tap := fmt.Sprintf("tap%d", i)
 		taps = append(taps, tap)
-		m := &vbmc.Machine{Name: v.name, MAC: v.mac, Tap: tap, Firmware: v.firmware,
+		m := &vbmc.Machine{Name: v.name, MAC: v.mac, Tap: tap, Firmware: v.firmware, UEFIHTTPBoot: v.httpBoot,
 			WorkDir: filepath.Join(work, v.name), SerialLog: filepath.Join(work, v.name+".serial.log")}
 		machines = append(machines, m)
 		systems = append(systems, m)
