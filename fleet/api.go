@@ -172,6 +172,9 @@ type hostActionBody struct {
 // before the BMC forces the power off, unless told otherwise.
 const defaultGraceful = 2 * time.Minute
 
+// maxGraceful bounds it: the request waits that long, holding a BMC session.
+const maxGraceful = 30 * time.Minute
+
 func (a *API) hostAction(w http.ResponseWriter, r *http.Request) {
 	var body hostActionBody
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
@@ -191,8 +194,8 @@ func (a *API) hostAction(w http.ResponseWriter, r *http.Request) {
 	case "power":
 		graceful := defaultGraceful
 		if body.Graceful != "" {
-			if graceful, err = time.ParseDuration(body.Graceful); err != nil || graceful < 0 {
-				err = fmt.Errorf("%w: graceful %q: want a duration like 30s or 0s", errBadRequest, body.Graceful)
+			if graceful, err = time.ParseDuration(body.Graceful); err != nil || graceful < 0 || graceful > maxGraceful {
+				err = fmt.Errorf("%w: graceful %q: want a duration from 0s to %s", errBadRequest, body.Graceful, maxGraceful)
 				break
 			}
 		}

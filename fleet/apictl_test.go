@@ -114,8 +114,10 @@ func TestControllerAPI(t *testing.T) {
 	if code := call("POST", "/api/v1/hosts/h0002/power", `{"power":"off","graceful":"0s"}`, true, &pw); code != 200 || pw.Power != "On" || pw.Action != "off" {
 		t.Errorf("power off of a quarantined host: %d %+v", code, pw)
 	}
-	if code := call("POST", "/api/v1/hosts/h0002/power", `{"power":"off","graceful":"soon"}`, true, nil); code != 400 {
-		t.Errorf("bad graceful: %d", code)
+	for _, g := range []string{"soon", "-1s", "48h"} {
+		if code := call("POST", "/api/v1/hosts/h0002/power", `{"power":"off","graceful":"`+g+`"}`, true, nil); code != 400 {
+			t.Errorf("graceful %s: %d, want 400", g, code)
+		}
 	}
 	if code := call("POST", "/api/v1/hosts/h0002/power", `{"power":"status"}`, false, nil); code != 401 {
 		t.Errorf("power status without token: %d", code)
