@@ -53,7 +53,18 @@ type BMCSpec struct {
 	Insecure bool `json:"insecure,omitempty"`
 	// System is the ComputerSystem's path when the BMC has several.
 	System string `json:"system,omitempty"`
+	// Boot is how the host netboots when phoenix asks its BMC for a
+	// one-time network boot: BootPXE (the default) or BootUEFIHTTP, for
+	// firmware set to UEFI HTTP boot only, which has no PXE boot option
+	// for a Pxe override to pick.
+	Boot string `json:"boot,omitempty"`
 }
+
+// Network boot kinds of BMCSpec.Boot.
+const (
+	BootPXE      = "pxe"
+	BootUEFIHTTP = "uefi-http"
+)
 
 // Password resolves the credential reference. It is for BMCDialer
 // implementations; the value must never be logged.
@@ -377,6 +388,11 @@ func (p *fileParser) bmc(n *yaml.Node, what string, b *BMCSpec) {
 			b.Insecure = p.boolean(v, what+".insecure")
 		case "system":
 			b.System = p.str(v, what+".system")
+		case "boot":
+			b.Boot = p.str(v, what+".boot")
+			if b.Boot != BootPXE && b.Boot != BootUEFIHTTP {
+				p.errf(v, "%s.boot %q: want %s or %s", what, b.Boot, BootPXE, BootUEFIHTTP)
+			}
 		default:
 			return false
 		}

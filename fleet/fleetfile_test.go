@@ -101,7 +101,7 @@ policy:
 hosts:
 - name: a
   macs: [52-54-00-00-00-0A]
-  bmc: {endpoint: "https://10.0.0.5", system: /redfish/v1/Systems/1}
+  bmc: {endpoint: "https://10.0.0.5", system: /redfish/v1/Systems/1, boot: uefi-http}
   labels: {rack: r1}
 - name: b
   macs: [52:54:00:00:00:0b]
@@ -112,7 +112,7 @@ hosts:
 			if a.Image != "demo@stable" || a.Mode != ModeDisk || a.MACs[0] != "52:54:00:00:00:0a" || a.Labels["rack"] != "r1" || a.Labels["site"] != "lab" {
 				t.Errorf("a = %+v", a)
 			}
-			if a.BMC == nil || a.BMC.Username != "admin" || a.BMC.Credentials != "env:BMC_PASSWORD" || !a.BMC.Insecure || a.BMC.System == "" {
+			if a.BMC == nil || a.BMC.Username != "admin" || a.BMC.Credentials != "env:BMC_PASSWORD" || !a.BMC.Insecure || a.BMC.System == "" || a.BMC.Boot != BootUEFIHTTP {
 				t.Errorf("a.bmc = %+v", a.BMC)
 			}
 			if b.BMC != nil || b.Mode != ModeMemory || b.Image != "demo:2" {
@@ -148,8 +148,8 @@ hosts:
   macs: [zz]
   image: "Demo"
   mode: tape
-  bmc: {endpoint: "ftp://x", credentials: hunter2}
-`, wantErr: []string{"line 2: policy.boot_deadline: want a duration", "line 3: policy.drift \"panic\"", "line 4: policy.canary: want a whole number",
+  bmc: {endpoint: "ftp://x", credentials: hunter2, boot: floppy}
+`, wantErr: []string{"line 10: host \"bad name\": bmc.boot \"floppy\": want pxe or uefi-http", "line 2: policy.boot_deadline: want a duration", "line 3: policy.drift \"panic\"", "line 4: policy.canary: want a whole number",
 			"line 6: host \"bad name\": name must match", "line 7: host \"bad name\": bad mac \"zz\"", "want NAME:VERSION", "mode \"tape\"",
 			"line 10: host \"bad name\": bmc.endpoint \"ftp://x\"", "line 10: host \"bad name\": bmc.credentials \"hunter2\""}},
 		{name: "not yaml", yaml: "hosts: [\n", wantErr: []string{"yaml"}},

@@ -25,13 +25,22 @@ func (redfishDialer) Dial(ctx context.Context, h fleet.HostSpec) (fleet.BMC, err
 	if err != nil {
 		return nil, err
 	}
-	return redfishBMC{c}, nil
+	target := "Pxe"
+	if h.BMC.Boot == fleet.BootUEFIHTTP {
+		target = "UefiHttp"
+	}
+	return redfishBMC{c, target}, nil
 }
 
 // redfishBMC adapts a redfish.Client to fleet.BMC.
-type redfishBMC struct{ *redfish.Client }
+type redfishBMC struct {
+	*redfish.Client
+	netTarget string // the Redfish boot target of a network boot
+}
 
-// SetNetworkBootOnce asks for a one-time PXE boot.
+// SetNetworkBootOnce asks for a one-time network boot: PXE, or UEFI HTTP
+// boot for hosts whose fleet file says bmc.boot: uefi-http. The firmware
+// takes the URL from DHCP, as without an override.
 func (b redfishBMC) SetNetworkBootOnce(ctx context.Context) error {
-	return b.SetBootOverride(ctx, redfish.BootOverride{Target: "Pxe"})
+	return b.SetBootOverride(ctx, redfish.BootOverride{Target: b.netTarget})
 }

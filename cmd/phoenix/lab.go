@@ -112,7 +112,11 @@ func runLab(ctx context.Context, kernel, initrd, work string, once bool) error {
 			WorkDir: filepath.Join(work, v.name), SerialLog: filepath.Join(work, v.name+".serial.log")}
 		machines = append(machines, m)
 		systems = append(systems, m)
-		fmt.Fprintf(&hosts, "  - {name: %s, macs: [%q], bmc: {endpoint: \"https://%s\", system: %s}, labels: {rack: lab}}\n", v.name, v.mac, ln.Addr(), v.name)
+		boot := ""
+		if v.httpBoot {
+			boot = ", boot: uefi-http" // its firmware has no PXE option for a Pxe override
+		}
+		fmt.Fprintf(&hosts, "  - {name: %s, macs: [%q], bmc: {endpoint: \"https://%s\", system: %s%s}, labels: {rack: lab}}\n", v.name, v.mac, ln.Addr(), v.name, boot)
 	}
 	fleetFile := `# the lab's fleet: every host follows demo@stable, powered through the virtual BMC
 defaults:
