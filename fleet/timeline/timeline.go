@@ -160,15 +160,25 @@ type orphan struct {
 const maxOrphans = 4096
 
 // keepOrphan remembers phase reached from ip, which no event has tied to a
-// MAC yet.
+// MAC yet. Only the latest of each phase is kept per address (a boot takes
+// a phase once, and an address that fetches again and again must not grow
+// its list).
 func (t *Timeline) keepOrphan(ip, phase, detail string) {
 	if ip == "" {
 		return
 	}
-	if len(t.orphans) >= maxOrphans {
+	o := orphan{phase: phase, detail: detail, at: t.now()}
+	list := t.orphans[ip]
+	for i := range list {
+		if list[i].phase == phase {
+			list[i] = o
+			return
+		}
+	}
+	if list == nil && len(t.orphans) >= maxOrphans {
 		clear(t.orphans)
 	}
-	t.orphans[ip] = append(t.orphans[ip], orphan{phase: phase, detail: detail, at: t.now()})
+	t.orphans[ip] = append(list, o)
 }
 
 // adopt moves ip's orphans that happened during b into b.

@@ -153,6 +153,13 @@ func TestProxyOrphans(t *testing.T) {
 	if len(tl.orphans) > maxOrphans {
 		t.Errorf("%d orphan addresses kept", len(tl.orphans))
 	}
+	// Nor does one address that fetches again and again.
+	for range 100 {
+		tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "x", RemoteAddr: "10.2.0.1:1"})
+	}
+	if n := len(tl.orphans["10.2.0.1"]); n != 1 {
+		t.Errorf("%d orphans kept for one address, want 1", n)
+	}
 }
 
 func TestFailures(t *testing.T) {
