@@ -2,6 +2,7 @@ package tftp
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -64,7 +65,9 @@ func idOf(fi os.FileInfo) (fileID, bool) {
 // enough to cache, else f itself. key names the file (its path), fi is
 // f's Stat. The caller still closes f. Should the request that loads the
 // file fail to read it, the requests that waited for it read their own f.
-func (c *fileCache) reader(key string, f *os.File, fi os.FileInfo) (io.Reader, error) {
+// A request waiting for another's read gives up when ctx ends (the server
+// stops), so a read stuck on a failing disk does not hold the shutdown.
+func (c *fileCache) reader(ctx context.Context, key string, f *os.File, fi os.FileInfo) (io.Reader, error) {
 	id, ok := idOf(fi)
 	if !ok || fi.Size() > cacheMaxFile {
 		return f, nil
@@ -72,7 +75,11 @@ func (c *fileCache) reader(key string, f *os.File, fi os.FileInfo) (io.Reader, e
 	c.mu.Lock()
 	if e, ok := c.files[key]; ok && e.id == id {
 		c.mu.Unlock()
-		<-e.ready
+		select {
+		case <-e.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 		if e.err != nil {
 			return f, nil
 		}

@@ -2,10 +2,13 @@ package tftp
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // TestCacheFollowsFile: a served file that is rewritten in place, replaced
@@ -97,5 +100,45 @@ func TestCacheFirstRequestsTogether(t *testing.T) {
 	defer ts.cache.mu.Unlock()
 	if n, total := len(ts.cache.files), ts.cache.total; n != 2 || total != 500_000 {
 		t.Errorf("cache holds %d files, %d bytes; want 2, 500000", n, total)
+	}
+}
+
+// TestCacheWaiterStops: a request waiting for another request's read of
+// the same file (stuck on a failing disk, say) gives up when the server
+// stops, instead of holding its shutdown.
+func TestCacheWaiterStops(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "undionly.kpxe")
+	mustWrite(t, path, randomBytes(1000))
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := idOf(fi)
+	var c fileCache
+	c.add(path, &cachedFile{id: id, ready: make(chan struct{})}) // a read that never ends
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.reader(ctx, path, f, fi)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("reader returned before the other read ended: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("err = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reader still waits after its context ended")
 	}
 }

@@ -278,7 +278,7 @@ func (s *Server) readHandler(ctx context.Context, root *os.Root) func(string, io
 		}
 		defer f.Close()
 
-		r, err := s.cache.reader(path, f, fi)
+		r, err := s.cache.reader(ctx, path, f, fi)
 		if err != nil {
 			return s.refuse(t, start, err, errAccess)
 		}

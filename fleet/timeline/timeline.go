@@ -280,7 +280,11 @@ func (t *Timeline) TFTP(tr tftp.Transfer) {
 		t.fail(b, "tftp-failed")
 	case b != nil:
 		t.step(b, PhaseTFTP, tr.File)
-	case mac == "":
+	default:
+		// No MAC known for the address, or the one last seen there has
+		// no boot under way: in proxy mode the other DHCP server may
+		// have given the address to another machine since. Keep it for
+		// the script request that names the MAC.
 		t.keepOrphan(hostOf(tr.Remote), PhaseTFTP, tr.File)
 	}
 }
@@ -310,6 +314,9 @@ func (t *Timeline) HTTP(e httpboot.Event) {
 		}
 	} else {
 		mac = t.byIP[ip]
+		if mac != "" && t.current(mac, false) == nil {
+			mac = "" // stale: see TFTP
+		}
 	}
 	if mac == "" {
 		if e.Kind == httpboot.EventBootFile && e.Status != http.StatusNotFound {

@@ -146,6 +146,29 @@ func TestProxyOrphans(t *testing.T) {
 	if len(tl.orphans) != 0 {
 		t.Errorf("orphans left: %v", tl.orphans)
 	}
+	// The other DHCP server gives 10.0.0.151, whose last user reported,
+	// to a new machine: its TFTP fetch is the new machine's, not the
+	// old one's.
+	old, _ := net.ParseMAC("52:54:00:00:00:06")
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventReport, MAC: old, Digest: "sha256:x", RemoteAddr: "10.0.0.151:3002"})
+	clock = clock.Add(time.Minute)
+	fresh, _ := net.ParseMAC("52:54:00:00:00:08")
+	tl.DHCP(dhcp.Event{Kind: "proxy-offer", MAC: fresh, Arch: "bios"})
+	clock = clock.Add(time.Second)
+	tl.TFTP(tftp.Transfer{File: "undionly.kpxe", Remote: &net.UDPAddr{IP: net.ParseIP("10.0.0.151"), Port: 2001}})
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "snponly.efi", RemoteAddr: "10.0.0.151:3003"})
+	clock = clock.Add(time.Second)
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventScript, MAC: fresh, Host: "h2", RemoteAddr: "10.0.0.151:3004"})
+	var got []string
+	for _, st := range tl.Boots(fresh)[0].Steps {
+		got = append(got, fmt.Sprintf("%s@%v", st.Phase, st.After))
+	}
+	if want := "dhcp-offer@0s tftp@1s http-boot@1s script@2s"; strings.Join(got, " ") != want {
+		t.Errorf("new machine's steps %q, want %q", got, want)
+	}
+	if n := len(tl.Boots(old)); n != 1 {
+		t.Errorf("the old machine has %d boots, want 1", n)
+	}
 	// Addresses that never ask for a script do not grow memory for ever.
 	for i := range maxOrphans + 10 {
 		tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "x", RemoteAddr: fmt.Sprintf("10.1.%d.%d:1", i/250, i%250)})
