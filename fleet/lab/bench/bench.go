@@ -156,6 +156,15 @@ func median(vs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// total returns the sum of vs.
+func total(vs []float64) float64 {
+	t := 0.0
+	for _, v := range vs {
+		t += v
+	}
+	return t
+}
+
 func spread(vs []float64) string {
 	if len(vs) < 2 {
 		return ""
