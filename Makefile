@@ -3,10 +3,11 @@ SHELL := /bin/bash
 GO ?= go
 BIN := bin/phoenix
 DEMO := build/demo
+SECUREBOOT := build/secureboot
 # Debian packages the tests and the lab need (installed by `make deps`).
 DEBIAN_PKGS := qemu-system-x86 ipxe-qemu ovmf ipxe dnsmasq-base busybox-static cpio kmod iproute2 util-linux tftp-hpa xorriso redfishtool fdisk dosfstools mtools chromium
 
-.PHONY: help build test unit lint bench lab run demo-image deps fuzz clean vagrant-validate
+.PHONY: help build test unit lint bench lab run demo-image secureboot-loaders deps fuzz clean vagrant-validate
 
 help: ## show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,7 +26,10 @@ demo-image: ## build the demo image (Debian kernel + our initramfs) into build/d
 	bash assets/demo/build.sh $(DEMO)
 	bash assets/demo/build.sh $(DEMO)2 2
 
-test: demo-image ## unit tests and the QEMU end-to-end boots (as root; they say why they skip otherwise)
+secureboot-loaders: ## fetch Debian's signed shim and GRUB (never installed) into build/secureboot
+	bash assets/secureboot/fetch.sh $(SECUREBOOT)
+
+test: demo-image secureboot-loaders ## unit tests and the QEMU end-to-end boots (as root; they say why they skip otherwise)
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 10m $$($(GO) list ./... | grep -v '/fleet/lab$$')
 	@echo "== end-to-end: QEMU VMs netboot from phoenix (boot times below)"
@@ -60,7 +64,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 30s) each
 		done; \
 	done
 
-lab: deps build demo-image ## the QEMU lab: phoenix, a virtual BMC and three VMs (BIOS, UEFI, BIOS) that netboot from it (root; Ctrl-C ends it)
+lab: deps build demo-image secureboot-loaders ## the QEMU lab: phoenix, a virtual BMC and four VMs (BIOS, UEFI PXE, UEFI HTTP boot, UEFI Secure Boot) that netboot from it (root; Ctrl-C ends it)
 	./$(BIN) lab --kernel $(DEMO)/vmlinuz --initrd $(DEMO)/initrd.img
 
 run: build ## run phoenix serve with ARGS (e.g. make run ARGS='--state /srv/phoenix --interface eth1 ...')

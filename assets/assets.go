@@ -1,6 +1,7 @@
 // Package assets holds the files phoenix embeds in its binary: the iPXE
-// script templates (ipxe/*.tmpl) and the web dashboard (web/); the demo
-// image recipe lives under demo/.
+// script templates (ipxe/*.tmpl), the GRUB config templates of the Secure
+// Boot chain (grub/*.tmpl) and the web dashboard (web/); the demo image
+// recipe lives under demo/.
 //
 // It is not a renderer: boot/ipxe parses and executes the templates and owns
 // the escaping rules for everything that is substituted into them.
@@ -15,6 +16,13 @@ import "embed"
 //
 //go:embed ipxe/*.tmpl
 var IPXE embed.FS
+
+// GRUB holds the templates of the GRUB configs served over TFTP to hosts
+// that boot through shim and Debian's signed GRUB (Secure Boot), embedded
+// for the same reason.
+//
+//go:embed grub/*.tmpl
+var GRUB embed.FS
 
 // Web is the dashboard phoenix serve shows at / (web/index.html, with its
 // script and style under /ui/): a read-only view of the fleet API. It is

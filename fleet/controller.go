@@ -308,6 +308,16 @@ func (c *Controller) Lookup(mac net.HardwareAddr) (host, imageRef string, ok boo
 	return name, ref, true
 }
 
+// SecureBoot reports whether mac belongs to a host whose fleet file says
+// secure_boot (for dhcp.Config.SecureBoot): its firmware gets the signed
+// shim instead of iPXE.
+func (c *Controller) SecureBoot(mac net.HardwareAddr) bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	name, ok := c.byMAC[mac.String()]
+	return ok && c.hosts[name].Spec.SecureBoot
+}
+
 // RecordReport stores a report and wakes the controller
 // (httpboot.Recorder). A failure report (r.Error) is not stored: it only
 // ends the host's current attempt, at once rather than at its deadline.

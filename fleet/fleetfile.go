@@ -99,6 +99,10 @@ type HostSpec struct {
 	Image string `json:"image"`
 	// Mode is ModeMemory or ModeDisk.
 	Mode string `json:"mode"`
+	// SecureBoot says the host's UEFI firmware enforces Secure Boot, so it
+	// runs only signed programs: it netboots through shim and GRUB, both
+	// signed, instead of iPXE. Its image's kernel must be signed too.
+	SecureBoot bool `json:"secure_boot,omitempty"`
 	// BMC is nil for a host phoenix cannot power-control: its steps wait
 	// for it to reboot by itself.
 	BMC    *BMCSpec          `json:"bmc,omitempty"`
@@ -109,7 +113,7 @@ type HostSpec struct {
 
 // equal reports whether two specs declare the same host.
 func (h HostSpec) equal(o HostSpec) bool {
-	if h.Name != o.Name || h.Image != o.Image || h.Mode != o.Mode || !slicesEqual(h.MACs, o.MACs) || len(h.Labels) != len(o.Labels) {
+	if h.Name != o.Name || h.Image != o.Image || h.Mode != o.Mode || h.SecureBoot != o.SecureBoot || !slicesEqual(h.MACs, o.MACs) || len(h.Labels) != len(o.Labels) {
 		return false
 	}
 	for k, v := range h.Labels {
@@ -403,14 +407,15 @@ func (p *fileParser) bmc(n *yaml.Node, what string, b *BMCSpec) {
 // hostDraft is a host before defaults are applied; nil/unset fields take
 // the default.
 type hostDraft struct {
-	spec     HostSpec
-	modeSet  bool
-	imageSet bool
-	bmc      *yaml.Node
-	line     int
-	nameNode *yaml.Node
-	macNodes []*yaml.Node
-	node     *yaml.Node
+	spec      HostSpec
+	modeSet   bool
+	imageSet  bool
+	secureSet bool
+	bmc       *yaml.Node
+	line      int
+	nameNode  *yaml.Node
+	macNodes  []*yaml.Node
+	node      *yaml.Node
 }
 
 func (p *fileParser) parse(data []byte) *File {
@@ -423,6 +428,7 @@ func (p *fileParser) parse(data []byte) *File {
 	}
 	var defaults struct {
 		image, mode string
+		secureBoot  bool
 		bmc         *yaml.Node
 		labels      map[string]string
 	}
@@ -440,6 +446,8 @@ func (p *fileParser) parse(data []byte) *File {
 						defaults.image = p.str(v, "defaults.image")
 					case "mode":
 						defaults.mode = p.str(v, "defaults.mode")
+					case "secure_boot":
+						defaults.secureBoot = p.boolean(v, "defaults.secure_boot")
 					case "bmc":
 						defaults.bmc = v
 					case "labels":
@@ -496,6 +504,9 @@ func (p *fileParser) parse(data []byte) *File {
 		}
 		if h.Mode == "" {
 			h.Mode = ModeMemory
+		}
+		if !d.secureSet {
+			h.SecureBoot = defaults.secureBoot
 		}
 		if h.Mode != ModeMemory && h.Mode != ModeDisk {
 			p.errf(d.node, "%s: mode %q: want memory or disk", where, h.Mode)
@@ -577,6 +588,8 @@ func (p *fileParser) host(n *yaml.Node, index int) hostDraft {
 			d.spec.Image, d.imageSet = p.str(v, what+": image"), true
 		case "mode":
 			d.spec.Mode, d.modeSet = p.str(v, what+": mode"), true
+		case "secure_boot":
+			d.spec.SecureBoot, d.secureSet = p.boolean(v, what+": secure_boot"), true
 		case "bmc":
 			d.bmc = v
 		case "labels":

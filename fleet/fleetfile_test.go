@@ -85,6 +85,7 @@ func TestParseFile(t *testing.T) {
 defaults:
   image: demo@stable
   mode: disk
+  secure_boot: true
   bmc: {username: admin, credentials: env:BMC_PASSWORD, insecure: true}
   labels: {site: lab}
 policy:
@@ -107,6 +108,7 @@ hosts:
   macs: [52:54:00:00:00:0b]
   image: demo:2
   mode: memory
+  secure_boot: false
 `, check: func(t *testing.T, f *File) {
 			a, b := f.Hosts[0], f.Hosts[1]
 			if a.Image != "demo@stable" || a.Mode != ModeDisk || a.MACs[0] != "52:54:00:00:00:0a" || a.Labels["rack"] != "r1" || a.Labels["site"] != "lab" {
@@ -114,6 +116,9 @@ hosts:
 			}
 			if a.BMC == nil || a.BMC.Username != "admin" || a.BMC.Credentials != "env:BMC_PASSWORD" || !a.BMC.Insecure || a.BMC.System == "" || a.BMC.Boot != BootUEFIHTTP {
 				t.Errorf("a.bmc = %+v", a.BMC)
+			}
+			if !a.SecureBoot || b.SecureBoot {
+				t.Errorf("secure_boot: a %v (from defaults), b %v (its own)", a.SecureBoot, b.SecureBoot)
 			}
 			if b.BMC != nil || b.Mode != ModeMemory || b.Image != "demo:2" {
 				t.Errorf("b = %+v", b)

@@ -479,7 +479,7 @@ func (c *Controller) HostDetail(name string) (HostStatusDetail, error) {
 // status derives the API's view of rec. The caller holds c.mu.
 func (c *Controller) status(rec *HostRecord) HostStatus {
 	hs := HostStatus{
-		Host:        Host{Name: rec.Spec.Name, MACs: rec.Spec.MACs, Image: rec.Spec.Image},
+		Host:        Host{Name: rec.Spec.Name, MACs: rec.Spec.MACs, Image: rec.Spec.Image, SecureBoot: rec.Spec.SecureBoot},
 		Digest:      rec.Desired,
 		DesiredRef:  rec.DesiredRef,
 		Assigned:    rec.Assigned,

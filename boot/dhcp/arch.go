@@ -33,6 +33,9 @@ type client struct {
 	ipxe bool // user class (77) "iPXE": iPXE itself is asking
 	http bool // UEFI HTTP boot: wants an http:// URL, answered as "HTTPClient"
 	arch int  // option 93, else the "Arch:" field of option 60, else archUnknown
+	// secure is set for a MAC whose host enforces UEFI Secure Boot
+	// (Config.SecureBoot): its firmware runs only signed programs.
+	secure bool
 }
 
 // classify reads a request's boot-related options.
@@ -125,6 +128,10 @@ func (c Config) bootFor(cl client) boot {
 		// otherwise iPXE would chainload itself forever.
 		b.file = c.ScriptURL
 		b.missing = "no ipxe script url configured"
+	case cl.http && cl.secure:
+		// Debian's signed GRUB, the only signed loader phoenix serves,
+		// has no HTTP client to read its config with.
+		b.missing = "secure boot over UEFI HTTP boot is not supported: set the host's firmware to PXE"
 	case cl.http:
 		b.vendorClass = vendorHTTP
 		switch cl.arch {
@@ -137,6 +144,8 @@ func (c Config) bootFor(cl client) boot {
 		}
 	case cl.arch == archBIOS:
 		b.file = c.BIOSBootFile
+	case (cl.arch == archEFIx64 || cl.arch == archEFIBC) && cl.secure:
+		b.file = c.SecureBootFile
 	case cl.arch == archEFIx64 || cl.arch == archEFIBC:
 		b.file = c.EFI64BootFile
 	case cl.arch == archEFIARM64:

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -59,6 +60,36 @@ func TestBootFor(t *testing.T) {
 				t.Errorf("vendor class = %q, want %q", b.vendorClass, tt.wantVendor)
 			}
 		})
+	}
+}
+
+// TestBootForSecureBoot: a Secure Boot host's x86-64 UEFI PXE firmware
+// gets the signed shim; its other boot paths are unchanged, except UEFI
+// HTTP boot, which gets a clear refusal instead of an unsigned iPXE.
+func TestBootForSecureBoot(t *testing.T) {
+	cfg := labConfig().withDefaults()
+	for _, tt := range []struct {
+		name     string
+		mods     []dhcpv4.Modifier
+		wantFile string
+	}{
+		{"efi x64", []dhcpv4.Modifier{withArch(7)}, "shimx64.efi"},
+		{"efi bc", []dhcpv4.Modifier{withArch(9)}, "shimx64.efi"},
+		{"bios has no secure boot", []dhcpv4.Modifier{withArch(0)}, "undionly.kpxe"},
+		{"http boot", []dhcpv4.Modifier{withArch(16), withVendor("HTTPClient:Arch:00016:UNDI:003001")}, ""},
+	} {
+		cl := classify(pkt(t, dhcpv4.MessageTypeDiscover, mac(1), tt.mods...))
+		cl.secure = true
+		b := cfg.bootFor(cl)
+		if b.file != tt.wantFile || b.file == "" && !strings.Contains(b.missing, "secure boot") {
+			t.Errorf("%s: file %q (missing %q), want %q", tt.name, b.file, b.missing, tt.wantFile)
+		}
+	}
+	cfg.SecureBootFile = "custom-shim.efi"
+	cl := classify(pkt(t, dhcpv4.MessageTypeDiscover, mac(1), withArch(7)))
+	cl.secure = true
+	if b := cfg.bootFor(cl); b.file != "custom-shim.efi" {
+		t.Errorf("custom shim: %q", b.file)
 	}
 }
 

@@ -58,6 +58,9 @@ const (
 	DefaultLeaseTime     = time.Hour
 	DefaultBIOSBootFile  = "undionly.kpxe"
 	DefaultEFI64BootFile = "ipxe.efi"
+	// DefaultSecureBootFile is the name under which Debian's signed shim
+	// is served; shim then asks for grubx64.efi from the same directory.
+	DefaultSecureBootFile = "shimx64.efi"
 )
 
 // Config describes the network phoenix serves. Zero values of optional
@@ -98,6 +101,14 @@ type Config struct {
 	// (arch 11). Empty means no ARM64 iPXE is available: such clients get no
 	// boot file, and that is logged.
 	ARM64BootFile string
+	// SecureBoot, if set, tells the MACs of hosts whose firmware enforces
+	// UEFI Secure Boot. The iPXE binaries are not signed, so such x86-64
+	// UEFI PXE clients get SecureBootFile instead of EFI64BootFile. It is
+	// called for every PXE request: keep it fast.
+	SecureBoot func(mac net.HardwareAddr) bool
+	// SecureBootFile is the TFTP boot file for Secure Boot hosts: a signed
+	// shim. Default DefaultSecureBootFile.
+	SecureBootFile string
 	// ScriptURL is the boot file for iPXE (user class "iPXE"), typically the
 	// URL of its per-host script, e.g.
 	// "http://10.99.0.1:8080/boot.ipxe?mac=${net0/mac}". Empty means iPXE
@@ -126,6 +137,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.EFI64BootFile == "" {
 		c.EFI64BootFile = DefaultEFI64BootFile
+	}
+	if c.SecureBootFile == "" {
+		c.SecureBootFile = DefaultSecureBootFile
 	}
 	return c
 }

@@ -339,6 +339,9 @@ func (s *Server) parse(b []byte) *dhcpv4.DHCPv4 {
 // respond decides the answer to a parsed request (nil: no answer).
 func (s *Server) respond(st *state, req *dhcpv4.DHCPv4, src net.Addr, localPort int) *outPacket {
 	r := &request{Server: s, st: st, m: req, cl: classify(req), src: src, bootPort: localPort != ServerPort}
+	if r.cl.pxe && st.cfg.SecureBoot != nil {
+		r.cl.secure = st.cfg.SecureBoot(req.ClientHWAddr)
+	}
 	var resp *dhcpv4.DHCPv4
 	switch {
 	case st.cfg.Mode == ModeProxy:

@@ -2,7 +2,10 @@ package httpboot
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
+	"net"
 	"strings"
 	"testing"
 
@@ -56,6 +59,41 @@ func FuzzReport(f *testing.F) {
 		}
 		if r2.MAC.String() != r.MAC.String() || r2.Digest != r.Digest || r2.BootID != r.BootID || r2.Host != r.Host || r2.Error != r.Error {
 			t.Fatalf("round trip changed %+v to %+v", r, r2)
+		}
+	})
+}
+
+// FuzzTFTPFile feeds arbitrary TFTP file names (as the TFTP server hands
+// them over, cleaned or not) to TFTPFile. It must never panic, serve only
+// the names it owns, and only ever open blobs the image store names.
+func FuzzTFTPFile(f *testing.F) {
+	f.Add("grub/grub.cfg")
+	f.Add("grub/host/52:54:00:ab:cd:01.cfg")
+	f.Add("grub/host/${x}.cfg")
+	f.Add("grub/host/.cfg")
+	f.Add("blobs/sha256/" + strings.Repeat("0", 64))
+	f.Add("blobs/sha256/../../../etc/shadow")
+	f.Add("grub/x86_64-efi/fs.lst")
+	f.Fuzz(func(t *testing.T, name string) {
+		e := newEnv(t)
+		rc, size, err := e.srv.TFTPFile(context.Background(), name, &net.UDPAddr{IP: net.IPv4(10, 99, 0, 150), Port: 1})
+		if err != nil {
+			return
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(rc)
+		if err != nil || int64(len(b)) != size {
+			t.Fatalf("%q: %d bytes of %d, %v", name, len(b), size, err)
+		}
+		switch {
+		case name == "grub/grub.cfg":
+		case strings.HasPrefix(name, "grub/host/") && strings.HasSuffix(name, ".cfg"):
+			if strings.ContainsAny(string(b), "\"\\") || strings.Contains(string(b), "$") {
+				t.Fatalf("%q: config with GRUB syntax:\n%s", name, b)
+			}
+		case strings.HasPrefix(name, "blobs/sha256/") && hexRE.MatchString(strings.TrimPrefix(name, "blobs/sha256/")):
+		default:
+			t.Fatalf("served %q", name)
 		}
 	})
 }

@@ -323,10 +323,14 @@ func openRegular(p string) (*os.File, os.FileInfo, error) {
 	return f, fi, nil
 }
 
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+func remoteIP(r *http.Request) string { return hostOnly(r.RemoteAddr) }
+
+// hostOnly is the address of a host:port string (the string itself when it
+// has no port).
+func hostOnly(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return r.RemoteAddr
+		return addr
 	}
 	return host
 }

@@ -39,7 +39,7 @@ func FuzzRenderBoot(f *testing.F) {
 	f.Add("x\r", "a\tb '\"\\", "d:1\n", "--", "https://h:1/k#f", []byte{1, 2, 3, 4, 5, 6, 7, 8})
 
 	var ref bytes.Buffer
-	if err := RenderBoot(&ref, testParams(f)); err != nil {
+	if err := IPXE.RenderBoot(&ref, testParams(f)); err != nil {
 		f.Fatal(err)
 	}
 	want := controlTokens(ref.String())
@@ -54,7 +54,7 @@ func FuzzRenderBoot(f *testing.F) {
 		p.MAC = net.HardwareAddr(mac)
 
 		var buf bytes.Buffer
-		err := RenderBoot(&buf, p)
+		err := IPXE.RenderBoot(&buf, p)
 		if err != nil {
 			if buf.Len() != 0 {
 				t.Fatalf("failed render wrote %d bytes", buf.Len())
@@ -77,7 +77,7 @@ func FuzzRenderBoot(f *testing.F) {
 
 		buf.Reset()
 		msg := host + cmdline + value
-		if err := RenderError(&buf, msg); err != nil {
+		if err := IPXE.RenderError(&buf, msg); err != nil {
 			t.Fatal(err)
 		}
 		s := buf.String()
@@ -102,4 +102,58 @@ func checkInert(t *testing.T, s string) {
 			}
 		}
 	}
+}
+
+// FuzzRenderGRUB does the same for the GRUB dialect: every rendered
+// config keeps the benign one's lines and commands, every value sits
+// inside single quotes that nothing closes early, and GRUB's expansion,
+// quoting and escape characters never appear outside the template's own.
+func FuzzRenderGRUB(f *testing.F) {
+	f.Add("web-01", "console=ttyS0 root=*", "demo:1.0", "v", "/blobs/sha256/"+strings.Repeat("1", 64))
+	f.Add("a'b", "quiet'; reboot; echo '", "demo:1 || shell", "${net_default_ip}", "(http,evil)/k")
+	f.Add("x", "a\nboot", "d:1", "[a]", "/blobs/sha256/../../x")
+	var ref bytes.Buffer
+	if err := GRUB.RenderBoot(&ref, grubParams(f)); err != nil {
+		f.Fatal(err)
+	}
+	first := func(s string) []string {
+		var out []string
+		for _, line := range strings.Split(s, "\n") {
+			w, _, _ := strings.Cut(line, " ")
+			out = append(out, w)
+		}
+		return out
+	}
+	want := first(ref.String())
+	f.Fuzz(func(t *testing.T, host, cmdline, imageRef, value, kernel string) {
+		p := grubParams(t)
+		p.Host, p.Cmdline, p.ImageRef, p.KernelURL = host, cmdline, imageRef, kernel
+		p.Params["phoenix.host"] = value
+		var buf bytes.Buffer
+		if err := GRUB.RenderBoot(&buf, p); err != nil {
+			if buf.Len() != 0 {
+				t.Fatalf("failed render wrote %d bytes", buf.Len())
+			}
+		} else {
+			s := buf.String()
+			if got := first(s); !slices.Equal(got, want) {
+				t.Fatalf("config skeleton changed:\n%s", s)
+			}
+			if strings.ContainsAny(s, "$\"\\\r\t{};|&") {
+				t.Fatalf("config contains GRUB syntax:\n%q", s)
+			}
+			for i, line := range strings.Split(s, "\n") {
+				if strings.Count(line, "'")%2 != 0 {
+					t.Fatalf("line %d has unbalanced quotes:\n%s", i+1, s)
+				}
+			}
+		}
+		buf.Reset()
+		if err := GRUB.RenderError(&buf, host+cmdline+value); err != nil {
+			t.Fatal(err)
+		}
+		if s := buf.String(); strings.Count(s, "'") != 4 || strings.ContainsAny(s, "$\"\\") {
+			t.Fatalf("error config:\n%s", s)
+		}
+	})
 }

@@ -1,14 +1,20 @@
-// Package ipxe renders the per-host iPXE scripts phoenix serves: boot an
+// Package ipxe renders the per-host boot scripts phoenix serves: boot an
 // image, boot from the local disk, refuse an unknown MAC, or explain an error.
+// It writes them in two dialects: iPXE scripts (IPXE), fetched over HTTP by
+// the iPXE phoenix hands to firmware, and GRUB configs (GRUB), fetched over
+// TFTP by the signed GRUB of the Secure Boot chain (firmware → shim → GRUB),
+// which cannot run an unsigned iPXE.
 //
 // Every value substituted into a script goes through a template func that
 // validates or formats it, because iPXE gives meaning to many characters a
 // host name, command line or URL could carry: whitespace splits arguments,
 // "${...}" expands settings, a word starting with '#' starts a comment, the
 // words "||", "&&" and ";" chain commands, a leading '-' is an option, and a
-// newline starts a new command. A value that does not fit its grammar fails
-// the render; only free text for echo lines is rewritten instead (see
-// RenderError). A failed render writes nothing, so a half script never runs.
+// newline starts a new command. GRUB's script language has the same traps
+// and globbing on top; there every value also sits in single quotes. A value
+// that does not fit its grammar fails the render; only free text for echo
+// lines is rewritten instead (see RenderError). A failed render writes
+// nothing, so a half script never runs.
 //
 // The package does not decide what a host boots (that is boot/httpboot and
 // the fleet) and does not fetch anything; the templates live in package assets.
@@ -19,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/url"
 	"regexp"
@@ -226,16 +233,47 @@ var funcs = template.FuncMap{
 	"retries": retries,
 }
 
-var templates = template.Must(template.New("").
-	Funcs(funcs).
-	Option("missingkey=error").
-	ParseFS(assets.IPXE, "ipxe/*.tmpl"))
+// grubFuncs are funcs for GRUB configs: the same grammars, but kernel and
+// initrd are TFTP paths, and command line words are single-quoted.
+var grubFuncs = template.FuncMap{
+	"host":    fmtHost,
+	"mac":     fmtMAC,
+	"ref":     fmtRef,
+	"digest":  fmtDigest,
+	"url":     fmtURL,
+	"path":    fmtBlobPath,
+	"cmdline": func(c string) (string, error) { return quoteWords(fmtCmdline(c)) },
+	"params":  func(p map[string]string) (string, error) { return quoteWords(fmtParams(p)) },
+	"text":    SafeText,
+}
+
+// Dialect is the boot loader a script is written for.
+type Dialect struct {
+	name      string // the templates' middle extension: boot.<name>.tmpl
+	templates *template.Template
+}
+
+// The two dialects. IPXE's kernel and initrd locations are http(s) URLs;
+// GRUB's are TFTP paths of blobs (BlobPath), read from the server GRUB
+// was loaded from.
+var (
+	IPXE = Dialect{"ipxe", parseTemplates(assets.IPXE, "ipxe/*.tmpl", funcs)}
+	GRUB = Dialect{"grub", parseTemplates(assets.GRUB, "grub/*.tmpl", grubFuncs)}
+)
+
+func parseTemplates(fsys fs.FS, glob string, fm template.FuncMap) *template.Template {
+	return template.Must(template.New("").Funcs(fm).Option("missingkey=error").ParseFS(fsys, glob))
+}
+
+// String names the dialect ("ipxe" or "grub").
+func (d Dialect) String() string { return d.name }
 
 // render executes one template into a buffer and copies it to w only when
 // the whole script rendered.
-func render(w io.Writer, name string, data any) error {
+func (d Dialect) render(w io.Writer, kind string, data any) error {
+	name := kind + "." + d.name + ".tmpl"
 	var buf bytes.Buffer
-	if err := templates.ExecuteTemplate(&buf, name, data); err != nil {
+	if err := d.templates.ExecuteTemplate(&buf, name, data); err != nil {
 		var execErr template.ExecError
 		if errors.As(err, &execErr) && errors.Unwrap(execErr.Err) != nil {
 			// Strip text/template's position prefix: the caller wants the
@@ -248,19 +286,20 @@ func render(w io.Writer, name string, data any) error {
 	return err
 }
 
-// RenderBoot writes the script that boots p's image: fetch the kernel with
-// p's command line and parameters (retrying twice), fetch the initrd under
-// the name "initrd" (which 2019 iPXE on UEFI needs on the command line as
-// initrd=initrd), and boot. If a fetch fails for good, the script exits so
-// that the firmware tries its next boot device.
-func RenderBoot(w io.Writer, p BootParams) error {
-	return render(w, "boot.ipxe.tmpl", p)
+// RenderBoot writes the script that boots p's image. In iPXE: fetch the
+// kernel with p's command line and parameters (retrying twice), fetch the
+// initrd under the name "initrd" (which 2019 iPXE on UEFI needs on the
+// command line as initrd=initrd), and boot. In GRUB: load both over TFTP
+// (which retransmits by itself) and boot. If a fetch fails for good, the
+// script exits so that the firmware tries its next boot device.
+func (d Dialect) RenderBoot(w io.Writer, p BootParams) error {
+	return d.render(w, "boot", p)
 }
 
 // RenderUnknown writes the script for a MAC phoenix has no host for: it
 // names the MAC, says how to register it and exits without booting anything.
-func RenderUnknown(w io.Writer, mac net.HardwareAddr, serverURL string) error {
-	return render(w, "unknown.ipxe.tmpl", struct {
+func (d Dialect) RenderUnknown(w io.Writer, mac net.HardwareAddr, serverURL string) error {
+	return d.render(w, "unknown", struct {
 		MAC       net.HardwareAddr
 		ServerURL string
 	}{mac, serverURL})
@@ -268,13 +307,47 @@ func RenderUnknown(w io.Writer, mac net.HardwareAddr, serverURL string) error {
 
 // RenderLocal writes the script for a known host that should boot from its
 // local disk: it says so and exits to the firmware's next boot device.
-func RenderLocal(w io.Writer, host string) error {
-	return render(w, "localboot.ipxe.tmpl", struct{ Host string }{host})
+func (d Dialect) RenderLocal(w io.Writer, host string) error {
+	return d.render(w, "localboot", struct{ Host string }{host})
 }
 
 // RenderError writes a script that echoes msg (through SafeText) and exits
 // with an error, for requests the server cannot build a boot script for. It
 // never falls back to another image.
-func RenderError(w io.Writer, msg string) error {
-	return render(w, "error.ipxe.tmpl", struct{ Message string }{msg})
+func (d Dialect) RenderError(w io.Writer, msg string) error {
+	return d.render(w, "error", struct{ Message string }{msg})
+}
+
+// BlobPath is the TFTP path under which the server serves the blob with
+// digest ("sha256:<hex>"): the same path as over HTTP, /blobs/sha256/<hex>.
+func BlobPath(digest string) (string, error) {
+	h, ok := strings.CutPrefix(digest, "sha256:")
+	if !ok || !digestRE.MatchString(digest) {
+		return "", fmt.Errorf("bad artifact digest %q", digest)
+	}
+	return "/blobs/sha256/" + h, nil
+}
+
+var blobPathRE = regexp.MustCompile(`^/blobs/sha256/[0-9a-f]{64}$`)
+
+func fmtBlobPath(p string) (string, error) {
+	if !blobPathRE.MatchString(p) {
+		return "", fmt.Errorf("bad blob path %q: want /blobs/sha256/<64 lowercase hex digits>", p)
+	}
+	return p, nil
+}
+
+// quoteWords single-quotes each word of a validated " w1 w2" list for
+// GRUB. The word grammar has no quote, so no word can end its quoting.
+func quoteWords(s string, err error) (string, error) {
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	for _, w := range strings.Fields(s) {
+		b.WriteString(" '")
+		b.WriteString(w)
+		b.WriteByte('\'')
+	}
+	return b.String(), nil
 }

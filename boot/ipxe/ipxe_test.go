@@ -74,13 +74,13 @@ func TestGolden(t *testing.T) {
 		name   string
 		render func(*bytes.Buffer) error
 	}{
-		{"boot.ipxe", func(b *bytes.Buffer) error { return RenderBoot(b, testParams(t)) }},
-		{"boot-bare.ipxe", func(b *bytes.Buffer) error { return RenderBoot(b, noCmdline) }},
-		{"unknown.ipxe", func(b *bytes.Buffer) error { return RenderUnknown(b, testMAC(t), "http://10.99.0.1:8080") }},
-		{"unknown-ipv6.ipxe", func(b *bytes.Buffer) error { return RenderUnknown(b, testMAC(t), "http://[fd00::1]:8080") }},
-		{"local.ipxe", func(b *bytes.Buffer) error { return RenderLocal(b, "db-3.rack2") }},
+		{"boot.ipxe", func(b *bytes.Buffer) error { return IPXE.RenderBoot(b, testParams(t)) }},
+		{"boot-bare.ipxe", func(b *bytes.Buffer) error { return IPXE.RenderBoot(b, noCmdline) }},
+		{"unknown.ipxe", func(b *bytes.Buffer) error { return IPXE.RenderUnknown(b, testMAC(t), "http://10.99.0.1:8080") }},
+		{"unknown-ipv6.ipxe", func(b *bytes.Buffer) error { return IPXE.RenderUnknown(b, testMAC(t), "http://[fd00::1]:8080") }},
+		{"local.ipxe", func(b *bytes.Buffer) error { return IPXE.RenderLocal(b, "db-3.rack2") }},
 		{"error.ipxe", func(b *bytes.Buffer) error {
-			return RenderError(b, "image demo:2 ${evil} && exit\nboot \"x\": not found")
+			return IPXE.RenderError(b, "image demo:2 ${evil} && exit\nboot \"x\": not found")
 		}},
 	}
 	for _, tt := range tests {
@@ -94,6 +94,60 @@ func TestGolden(t *testing.T) {
 			}
 			golden(t, tt.name, buf.Bytes())
 		})
+	}
+}
+
+func grubParams(t testing.TB) BootParams {
+	p := testParams(t)
+	var err error
+	if p.KernelURL, err = BlobPath("sha256:" + strings.Repeat("1", 64)); err != nil {
+		t.Fatal(err)
+	}
+	if p.InitrdURL, err = BlobPath("sha256:" + strings.Repeat("2", 64)); err != nil {
+		t.Fatal(err)
+	}
+	p.Cmdline += " root=* x=[a]"
+	return p
+}
+
+// TestGoldenGRUB: the GRUB configs of the Secure Boot chain. Every kernel
+// command line word is single-quoted, so GRUB neither expands nor globs it.
+func TestGoldenGRUB(t *testing.T) {
+	tests := []struct {
+		name   string
+		render func(*bytes.Buffer) error
+	}{
+		{"boot.grub", func(b *bytes.Buffer) error { return GRUB.RenderBoot(b, grubParams(t)) }},
+		{"unknown.grub", func(b *bytes.Buffer) error { return GRUB.RenderUnknown(b, testMAC(t), "http://10.99.0.1:8080") }},
+		{"local.grub", func(b *bytes.Buffer) error { return GRUB.RenderLocal(b, "db-3.rack2") }},
+		{"error.grub", func(b *bytes.Buffer) error {
+			return GRUB.RenderError(b, "image demo:2 ${evil}'; exit\nboot \"x\": not found")
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := tt.render(&buf); err != nil {
+				t.Fatal(err)
+			}
+			if bytes.ContainsAny(buf.Bytes(), "${}\"\\") {
+				t.Errorf("config holds a character GRUB would interpret:\n%s", buf.Bytes())
+			}
+			golden(t, tt.name, buf.Bytes())
+		})
+	}
+	// The GRUB dialect takes TFTP paths of blobs, nothing else.
+	for _, bad := range []string{"http://10.99.0.1/blobs/sha256/11", "/blobs/sha256/../../etc/passwd", "(http,evil)/k", ""} {
+		p := grubParams(t)
+		p.KernelURL = bad
+		if err := GRUB.RenderBoot(&bytes.Buffer{}, p); err == nil {
+			t.Errorf("kernel path %q accepted", bad)
+		}
+	}
+	p := grubParams(t)
+	p.Cmdline = "console=ttyS0 x='; reboot"
+	if err := GRUB.RenderBoot(&bytes.Buffer{}, p); err == nil {
+		t.Errorf("quote in the command line accepted")
 	}
 }
 
@@ -139,7 +193,7 @@ func TestRenderBootRejects(t *testing.T) {
 			p := testParams(t)
 			tt.mutate(&p)
 			var buf bytes.Buffer
-			if err := RenderBoot(&buf, p); err == nil {
+			if err := IPXE.RenderBoot(&buf, p); err == nil {
 				t.Fatalf("rendered:\n%s", buf.String())
 			}
 			if buf.Len() != 0 {
@@ -162,7 +216,7 @@ func TestRenderUnknownRejects(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			if err := RenderUnknown(&buf, tt.mac, tt.url); err == nil {
+			if err := IPXE.RenderUnknown(&buf, tt.mac, tt.url); err == nil {
 				t.Fatalf("rendered:\n%s", buf.String())
 			}
 		})
@@ -172,8 +226,8 @@ func TestRenderUnknownRejects(t *testing.T) {
 func TestRenderLocalRejects(t *testing.T) {
 	for _, host := range []string{"", "a b", "-n", "${hostname}", "a\nb", "a;b"} {
 		var buf bytes.Buffer
-		if err := RenderLocal(&buf, host); err == nil {
-			t.Errorf("RenderLocal(%q) rendered:\n%s", host, buf.String())
+		if err := IPXE.RenderLocal(&buf, host); err == nil {
+			t.Errorf("IPXE.RenderLocal(%q) rendered:\n%s", host, buf.String())
 		}
 	}
 }
@@ -201,27 +255,33 @@ func TestSafeText(t *testing.T) {
 // a plain {{.Host}} would put a host-supplied string into a script unchecked.
 func TestTemplatesOnlyPrintThroughFuncs(t *testing.T) {
 	safe := map[string]bool{"host": true, "mac": true, "ref": true, "digest": true,
-		"url": true, "cmdline": true, "params": true, "text": true}
-	names, err := fs.Glob(assets.IPXE, "ipxe/*.tmpl")
-	if err != nil || len(names) == 0 {
-		t.Fatalf("no templates: %v", err)
-	}
-	for _, name := range names {
-		t.Run(name, func(t *testing.T) {
-			src, err := fs.ReadFile(assets.IPXE, name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			trees, err := parse.Parse(name, string(src), "", "", funcs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, tree := range trees {
-				for _, msg := range checkNode(tree.Root, safe, map[string]bool{}) {
-					t.Error(msg)
+		"url": true, "path": true, "cmdline": true, "params": true, "text": true}
+	for _, set := range []struct {
+		fsys  fs.FS
+		glob  string
+		funcs map[string]any
+	}{{assets.IPXE, "ipxe/*.tmpl", funcs}, {assets.GRUB, "grub/*.tmpl", grubFuncs}} {
+		names, err := fs.Glob(set.fsys, set.glob)
+		if err != nil || len(names) != 4 {
+			t.Fatalf("%s: %d templates, want 4: %v", set.glob, len(names), err)
+		}
+		for _, name := range names {
+			t.Run(name, func(t *testing.T) {
+				src, err := fs.ReadFile(set.fsys, name)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-		})
+				trees, err := parse.Parse(name, string(src), "", "", set.funcs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, tree := range trees {
+					for _, msg := range checkNode(tree.Root, safe, map[string]bool{}) {
+						t.Error(msg)
+					}
+				}
+			})
+		}
 	}
 	// The checker itself must catch what it is for.
 	for _, src := range []string{
@@ -289,7 +349,7 @@ func checkNode(n parse.Node, safe, intVars map[string]bool) []string {
 // the golden file says.
 func TestBootScriptShape(t *testing.T) {
 	var buf bytes.Buffer
-	if err := RenderBoot(&buf, testParams(t)); err != nil {
+	if err := IPXE.RenderBoot(&buf, testParams(t)); err != nil {
 		t.Fatal(err)
 	}
 	s := buf.String()

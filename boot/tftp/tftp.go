@@ -26,6 +26,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -77,6 +78,20 @@ type Server struct {
 	// sending it again. Zero means DefaultTimeout.
 	Timeout time.Duration
 
+	// Virtual, if set, is asked first for every read request, with the
+	// cleaned name and the client's address: it serves content that is not
+	// a file under Root, such as per-host boot configs. It returns the
+	// content and its size, an error wrapping fs.ErrNotExist for names it
+	// does not serve (Files and Root are tried next), or another error to
+	// refuse the request. The server closes what it returns.
+	Virtual func(ctx context.Context, name string, remote net.Addr) (io.ReadCloser, int64, error)
+
+	// Optional are path.Match patterns of names that boot loaders ask for
+	// only in case they exist (shim's revocation lists, GRUB's module
+	// lists). When such a file is not there, the request is refused as
+	// usual but reported as a probe (Transfer.Probe), not a failure.
+	Optional []string
+
 	// OnTransfer, if set, is called once per read or write request when it
 	// ends, whatever the outcome (for metrics and the boot timeline). It runs
 	// on the transfer's goroutine, possibly concurrently: keep it short.
@@ -107,6 +122,10 @@ type Transfer struct {
 	// Refused reports that no transfer was started: bad or missing file
 	// name, a file outside Root or not a regular file, or a write request.
 	Refused bool
+	// Probe reports a refused request for a missing file that matches one
+	// of Server.Optional: shim and GRUB ask for several such files on every
+	// boot. It is normal, not a failure.
+	Probe bool
 }
 
 // Stats counts outcomes since the Server was created. Every request ends in
@@ -265,10 +284,21 @@ func (s *Server) readHandler(ctx context.Context, root *os.Root) func(string, io
 			return s.refuse(t, start, err, errAccess)
 		}
 		t.File = name
+		if s.Virtual != nil {
+			rc, size, err := s.Virtual(ctx, name, t.Remote)
+			switch {
+			case err == nil:
+				defer rc.Close()
+				return s.send(ctx, rf, t, start, bufio.NewReaderSize(rc, readBuf), size)
+			case !errors.Is(err, fs.ErrNotExist):
+				return s.refuse(t, start, err, errAccess)
+			}
+		}
 		f, fi, path, err := s.open(root, name)
 		if err != nil {
 			switch {
 			case errors.Is(err, fs.ErrNotExist):
+				t.Probe = s.optional(name)
 				return s.refuse(t, start, err, errNotFound)
 			case errors.Is(err, errNotRegular):
 				return s.refuse(t, start, err, errNotRegular)
@@ -288,32 +318,38 @@ func (s *Server) readHandler(ctx context.Context, root *os.Root) func(string, io
 			// syscall, which a storm of hundreds of transfers feels.
 			r = bufio.NewReaderSize(f, readBuf)
 		}
-		// tsize (RFC 2349) is only answered when the client asked for it;
-		// the library then also needs it set before ReadFrom.
-		if ot, ok := rf.(pintftp.OutgoingTransfer); ok {
-			ot.SetSize(fi.Size())
-		}
-		n, err := rf.ReadFrom(ctxReader{ctx, r})
-		t.Bytes, t.Duration, t.Err = n, time.Since(start), err
-		s.bytes.Add(uint64(n))
-		log := s.logger().With("ip", ipOf(t.Remote), "file", name)
-		switch {
-		case err == nil:
-			s.transfers.Add(1)
-			log.Info("tftp transfer done", "bytes", n, "duration", t.Duration)
-		case isProbeAbort(err):
-			t.Aborted = true
-			s.aborted.Add(1)
-			log.Debug("tftp client ended transfer after options (size probe)", "err", err)
-		default:
-			s.failures.Add(1)
-			log.Warn("tftp transfer failed", "bytes", n, "duration", t.Duration, "err", err)
-		}
-		s.report(t)
-		// The library has already closed the transfer; the error only
-		// matters to it when nothing was sent.
-		return err
+		return s.send(ctx, rf, t, start, r, fi.Size())
 	}
+}
+
+// send transfers size bytes from r to the client, then counts, logs and
+// reports the outcome.
+func (s *Server) send(ctx context.Context, rf io.ReaderFrom, t Transfer, start time.Time, r io.Reader, size int64) error {
+	// tsize (RFC 2349) is only answered when the client asked for it; the
+	// library then also needs it set before ReadFrom.
+	if ot, ok := rf.(pintftp.OutgoingTransfer); ok {
+		ot.SetSize(size)
+	}
+	n, err := rf.ReadFrom(ctxReader{ctx, r})
+	t.Bytes, t.Duration, t.Err = n, time.Since(start), err
+	s.bytes.Add(uint64(n))
+	log := s.logger().With("ip", ipOf(t.Remote), "file", t.File)
+	switch {
+	case err == nil:
+		s.transfers.Add(1)
+		log.Info("tftp transfer done", "bytes", n, "duration", t.Duration)
+	case isProbeAbort(err):
+		t.Aborted = true
+		s.aborted.Add(1)
+		log.Debug("tftp client ended transfer after options (size probe)", "err", err)
+	default:
+		s.failures.Add(1)
+		log.Warn("tftp transfer failed", "bytes", n, "duration", t.Duration, "err", err)
+	}
+	s.report(t)
+	// The library has already closed the transfer; the error only matters
+	// to it when nothing was sent.
+	return err
 }
 
 func (s *Server) writeHandler(filename string, wt io.WriterTo) error {
@@ -330,9 +366,23 @@ func (s *Server) writeHandler(filename string, wt io.WriterTo) error {
 func (s *Server) refuse(t Transfer, start time.Time, why, toClient error) error {
 	t.Refused, t.Err, t.Duration = true, why, time.Since(start)
 	s.refused.Add(1)
-	s.logger().Warn("tftp request refused", "ip", ipOf(t.Remote), "file", t.File, "err", why)
+	level := slog.LevelWarn
+	if t.Probe {
+		level = slog.LevelDebug
+	}
+	s.logger().Log(context.Background(), level, "tftp request refused", "ip", ipOf(t.Remote), "file", t.File, "err", why)
 	s.report(t)
 	return toClient
+}
+
+// optional reports whether name matches one of s.Optional.
+func (s *Server) optional(name string) bool {
+	for _, pat := range s.Optional {
+		if ok, _ := path.Match(pat, name); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) report(t Transfer) {

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -579,5 +581,53 @@ func TestFiles(t *testing.T) {
 	}
 	if _, _, err := get(ts.addr, "other.efi", 0, false); err == nil {
 		t.Fatal("a name outside Files was served with no Root")
+	}
+}
+
+// TestVirtual: names the Virtual hook serves come from it (with the
+// client's address), names it disowns fall through to Root, a missing
+// Optional file is a probe (not found, not a failure), and any other error
+// from the hook refuses the request.
+func TestVirtual(t *testing.T) {
+	dir := t.TempDir()
+	mustWrite(t, filepath.Join(dir, "undionly.kpxe"), []byte("ipxe"))
+	var remotes []string
+	var mu sync.Mutex
+	ts := startServer(t, &Server{Root: dir, Optional: []string{"grub/*/*.lst"}, Virtual: func(_ context.Context, name string, remote net.Addr) (io.ReadCloser, int64, error) {
+		mu.Lock()
+		remotes = append(remotes, remote.String())
+		mu.Unlock()
+		switch name {
+		case "grub/grub.cfg":
+			body := "configfile /grub/host/${net_default_mac}.cfg\n"
+			return io.NopCloser(strings.NewReader(body)), int64(len(body)), nil
+		case "secret":
+			return nil, 0, errors.New("no")
+		}
+		return nil, 0, fs.ErrNotExist
+	}})
+	got, size, err := get(ts.addr, "/grub/grub.cfg", 1468, true)
+	if err != nil || string(got) != "configfile /grub/host/${net_default_mac}.cfg\n" || size != int64(len(got)) {
+		t.Fatalf("virtual file: %q, tsize %d, %v", got, size, err)
+	}
+	if got, _, err := get(ts.addr, "undionly.kpxe", 1468, false); err != nil || string(got) != "ipxe" {
+		t.Fatalf("file under root: %q, %v", got, err)
+	}
+	for _, name := range []string{"grub/x86_64-efi/command.lst", "secret"} {
+		if _, _, err := get(ts.addr, name, 1468, false); err == nil {
+			t.Errorf("%s: served", name)
+		}
+	}
+	byName := map[string]Transfer{}
+	for _, tr := range ts.waitTransfers(t, 4) {
+		byName[tr.File] = tr
+	}
+	if p, r := byName["grub/x86_64-efi/command.lst"], byName["secret"]; !p.Refused || !p.Probe || !r.Refused || r.Probe {
+		t.Errorf("probe and refusal not told apart: %+v %+v", p, r)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(remotes) == 0 || !strings.HasPrefix(remotes[0], "127.0.0.1:") {
+		t.Errorf("Virtual got remotes %q", remotes)
 	}
 }

@@ -18,27 +18,30 @@ import (
 
 // labVM is one machine of the lab.
 type labVM struct {
-	name, mac string
-	firmware  string
-	httpBoot  bool // UEFI HTTP boot instead of PXE
+	name, mac  string
+	firmware   string
+	httpBoot   bool // UEFI HTTP boot instead of PXE
+	secureBoot bool // OVMF enforcing Secure Boot: shim and GRUB instead of iPXE
 }
 
 // labVMs are the lab's machines: one of each network boot path phoenix
-// answers (BIOS PXE with iPXE in the NIC ROM, UEFI PXE, UEFI HTTP boot).
+// answers (BIOS PXE with iPXE in the NIC ROM, UEFI PXE, UEFI HTTP boot,
+// UEFI PXE with Secure Boot). The last needs the signed loaders.
 var labVMs = []labVM{
-	{"node1", "52:54:00:99:00:01", vbmc.BIOS, false},
-	{"node2", "52:54:00:99:00:02", vbmc.UEFI, false},
-	{"node3", "52:54:00:99:00:03", vbmc.UEFI, true},
+	{"node1", "52:54:00:99:00:01", vbmc.BIOS, false, false},
+	{"node2", "52:54:00:99:00:02", vbmc.UEFI, false, false},
+	{"node3", "52:54:00:99:00:03", vbmc.UEFI, true, false},
+	{"node4", "52:54:00:99:00:04", vbmc.UEFI, false, true},
 }
 
 func newLabCmd() *cobra.Command {
-	var kernel, initrd, work string
+	var kernel, initrd, work, secureBootDir string
 	var once bool
 	cmd := &cobra.Command{
 		Use:   "lab",
-		Short: "Run a QEMU lab: phoenix, a virtual BMC and three VMs (SeaBIOS+iPXE, OVMF PXE, OVMF HTTP boot) that netboot from it",
+		Short: "Run a QEMU lab: phoenix, a virtual BMC and four VMs (SeaBIOS+iPXE, OVMF PXE, OVMF HTTP boot, OVMF Secure Boot) that netboot from it",
 		Long: `lab creates a private network namespace with a bridge and tap devices, a
-virtual BMC (Redfish over QMP) in front of three powered-off QEMU VMs, and
+virtual BMC (Redfish over QMP) in front of four powered-off QEMU VMs, and
 phoenix in full DHCP mode with the demo image promoted to demo@stable and a
 fleet file naming the VMs and their BMC. phoenix's fleet controller powers
 the VMs on through the BMC (PXE once); they netboot, report, and the hosts
@@ -72,19 +75,20 @@ everything it created vanishes with it. Needs root, qemu-system-x86, ovmf, ipxe.
 				// A lab leaves nothing behind unless --work asked to keep it.
 				defer os.RemoveAll(d)
 			}
-			return runLab(ctx, kernel, initrd, work, once)
+			return runLab(ctx, kernel, initrd, secureBootDir, work, once)
 		},
 	}
 	cmd.AddCommand(newLabBenchCmd())
 	cmd.Flags().StringVar(&kernel, "kernel", "build/demo/vmlinuz", "demo kernel (make demo-image)")
 	cmd.Flags().StringVar(&initrd, "initrd", "build/demo/initrd.img", "demo initrd (make demo-image)")
+	cmd.Flags().StringVar(&secureBootDir, "secureboot-dir", "build/secureboot", "signed shimx64.efi and grubx64.efi for the Secure Boot VM (make secureboot-loaders); without them that VM is left out")
 	cmd.Flags().StringVar(&work, "work", "", "work directory for state and logs (default: a new temp dir, removed at exit)")
 	cmd.Flags().BoolVar(&once, "once", false, "exit after the VMs reported instead of serving until Ctrl-C")
 	return cmd
 }
 
 // runLab runs the lab inside the private namespace.
-func runLab(ctx context.Context, kernel, initrd, work string, once bool) error {
+func runLab(ctx context.Context, kernel, initrd, secureBootDir, work string, once bool) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -93,6 +97,18 @@ func runLab(ctx context.Context, kernel, initrd, work string, once bool) error {
 		if _, err := os.Stat(f); err != nil {
 			return fmt.Errorf("demo image: %w (run make demo-image)", err)
 		}
+	}
+	shim, grub := filepath.Join(secureBootDir, "shimx64.efi"), filepath.Join(secureBootDir, "grubx64.efi")
+	vms := labVMs
+	var extra []string
+	if _, err := os.Stat(shim); err == nil {
+		if _, err = os.Stat(grub); err == nil {
+			extra = []string{"--shim-file", shim, "--grub-file", grub}
+		}
+	}
+	if extra == nil {
+		vms = vms[:len(vms)-1]
+		fmt.Printf("lab: no signed shim and GRUB in %s (make secureboot-loaders): the Secure Boot VM is left out\n", secureBootDir)
 	}
 	// The virtual BMC listens on the namespace's loopback.
 	ln, err := net.Listen("tcp", "127.0.0.1:8000")
@@ -105,10 +121,10 @@ func runLab(ctx context.Context, kernel, initrd, work string, once bool) error {
 	var taps []string
 	var machines []*vbmc.Machine
 	var systems []vbmc.System
-	for i, v := range labVMs {
+	for i, v := range vms {
 		tap := fmt.Sprintf("tap%d", i)
 		taps = append(taps, tap)
-		m := &vbmc.Machine{Name: v.name, MAC: v.mac, Tap: tap, Firmware: v.firmware, UEFIHTTPBoot: v.httpBoot,
+		m := &vbmc.Machine{Name: v.name, MAC: v.mac, Tap: tap, Firmware: v.firmware, UEFIHTTPBoot: v.httpBoot, SecureBoot: v.secureBoot,
 			WorkDir: filepath.Join(work, v.name), SerialLog: filepath.Join(work, v.name+".serial.log")}
 		machines = append(machines, m)
 		systems = append(systems, m)
@@ -116,7 +132,11 @@ func runLab(ctx context.Context, kernel, initrd, work string, once bool) error {
 		if v.httpBoot {
 			boot = ", boot: uefi-http" // its firmware has no PXE option for a Pxe override
 		}
-		fmt.Fprintf(&hosts, "  - {name: %s, macs: [%q], bmc: {endpoint: \"https://%s\", system: %s%s}, labels: {rack: lab}}\n", v.name, v.mac, ln.Addr(), v.name, boot)
+		secure := ""
+		if v.secureBoot {
+			secure = ", secure_boot: true" // shim and GRUB, both signed, instead of iPXE
+		}
+		fmt.Fprintf(&hosts, "  - {name: %s, macs: [%q]%s, bmc: {endpoint: \"https://%s\", system: %s%s}, labels: {rack: lab}}\n", v.name, v.mac, secure, ln.Addr(), v.name, boot)
 	}
 	fleetFile := `# the lab's fleet: every host follows demo@stable, powered through the virtual BMC
 defaults:
@@ -136,7 +156,7 @@ hosts:
 		Name: "lab", Net: lab.Net{Bridge: "br0", CIDR: "10.99.0.1/24", Taps: taps},
 		Phoenix: self, Dir: work, DHCP: "full", Range: "10.99.0.100-10.99.0.199", HTTPPort: 80,
 		ImageRef: "demo:1", Kernel: kernel, Initrd: initrd, Cmdline: "console=ttyS0 quiet",
-		FleetFile: fleetFile, NetReady: true,
+		FleetFile: fleetFile, NetReady: true, Extra: extra,
 		PreStart: [][]string{{"image", "promote", "demo:1", "--channel", "stable"}},
 	}
 	if err := site.Net.Setup(); err != nil {
@@ -184,14 +204,14 @@ hosts:
 			fmt.Printf("lab: %5.1fs %s\n", time.Since(start).Seconds(), line)
 			last = line
 		}
-		if ready == len(labVMs) {
+		if ready == len(vms) {
 			fmt.Println()
 			printHosts(os.Stdout, status)
 			break
 		}
 		if time.Since(start) > 8*time.Minute {
 			printHosts(os.Stdout, status)
-			return fmt.Errorf("lab: only %d of %d hosts ready after %s (serial logs in %s)", ready, len(labVMs), time.Since(start).Round(time.Second), work)
+			return fmt.Errorf("lab: only %d of %d hosts ready after %s (serial logs in %s)", ready, len(vms), time.Since(start).Round(time.Second), work)
 		}
 		select {
 		case <-ctx.Done():

@@ -82,6 +82,8 @@ type serveOptions struct {
 	tftpAddr         string
 	ipxeDir          string
 	efiBootFile      string
+	shimFile         string
+	grubFile         string
 	hostsFile        string
 	routerAdvert     bool
 	requireSigned    string
@@ -123,6 +125,8 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.tftpAddr, "tftp-addr", ":69", "TFTP listen address")
 	f.StringVar(&o.ipxeDir, "ipxe-dir", "/usr/lib/ipxe", "directory holding undionly.kpxe and snponly.efi or ipxe.efi (Debian package ipxe)")
 	f.StringVar(&o.efiBootFile, "efi-boot-file", "", "iPXE file in --ipxe-dir for x86-64 UEFI PXE and HTTP boot (default: snponly.efi if there, else ipxe.efi)")
+	f.StringVar(&o.shimFile, "shim-file", "/usr/lib/shim/shimx64.efi.signed", "signed shim for Secure Boot hosts (fleet file secure_boot), served as shimx64.efi (Debian package shim-signed)")
+	f.StringVar(&o.grubFile, "grub-file", "/usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed", "signed network GRUB that shim loads, served as grubx64.efi (Debian package grub-efi-amd64-signed)")
 	f.StringVar(&o.hostsFile, "hosts", "", "fleet file (YAML: hosts with name, macs, image NAME:VERSION or NAME@CHANNEL, bmc; rollout policy), applied at start when changed")
 	f.StringVar(&o.requireSigned, "require-signed", "", "minisign public key file: boot only image versions it has signed (others get an error script)")
 	f.BoolVar(&o.routerAdvert, "router-advert", false, "send IPv6 router advertisements (lifetime 0) on --interface so iPXE skips its ~13 s IPv6 wait")
@@ -249,6 +253,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		}
 		return err
 	}
+	secureBootFiles(bootFiles, o.shimFile, o.grubFile, log)
 	serverIP, ifNet, err := serverAddress(o.iface, o.serverIP)
 	if err != nil {
 		return err
@@ -289,6 +294,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 		if _, ok := bootFiles[arm64BootFile]; ok {
 			cfg.ARM64BootFile = arm64BootFile
 		}
+		cfg.SecureBoot = ctrl.SecureBoot
 		dhcpSrv = &dhcp.Server{Config: cfg, Leases: db, Log: log.With("svc", "dhcp")}
 		addrs := []string{":67"}
 		if cfg.Mode == dhcp.ModeProxy {
@@ -318,7 +324,8 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	tl := timeline.New(store, reg)
 	bootSrv := &httpboot.Server{Hosts: ctrl, Images: bootImages, Recorder: ctrl, BaseURL: baseURL,
 		BootFiles: bootFiles, Log: log.With("svc", "http"), OnEvent: tl.HTTP}
-	tftpSrv := &tftp.Server{Files: bootFiles, Log: log.With("svc", "tftp"), OnTransfer: tl.TFTP}
+	tftpSrv := &tftp.Server{Files: bootFiles, Log: log.With("svc", "tftp"), OnTransfer: tl.TFTP,
+		Virtual: bootSrv.TFTPFile, Optional: httpboot.OptionalTFTPFiles}
 	api := &fleet.API{Controller: ctrl, Store: db, Log: log.With("svc", "api")}
 	// The API: reads are open, changes need the token (fleet.RequireToken).
 	apiMux := http.NewServeMux()
@@ -424,6 +431,27 @@ func serverAddress(iface, explicit string) (net.IP, *net.IPNet, error) {
 		return nil, nil, errors.New("cannot tell which address hosts reach phoenix at: pass --interface (with an IPv4 address) or --server-ip")
 	}
 	return ifNet.IP, ifNet, nil
+}
+
+// secureBootFiles adds the signed shim and GRUB to files, under the names
+// the chain asks for: DHCP names shimx64.efi, and shim loads grubx64.efi
+// from the same directory. Without them Secure Boot hosts cannot netboot;
+// that is logged, not fatal, since most fleets have none.
+func secureBootFiles(files map[string]string, shim, grub string, log *slog.Logger) {
+	for name, path := range map[string]string{dhcp.DefaultSecureBootFile: shim, "grubx64.efi": grub} {
+		if path == "" {
+			continue
+		}
+		fi, err := os.Stat(path)
+		if err == nil && !fi.Mode().IsRegular() {
+			err = fmt.Errorf("%s: not a regular file", path)
+		}
+		if err != nil {
+			log.Info("secure boot: no signed loader, so Secure Boot hosts cannot netboot (install shim-signed and grub-efi-amd64-signed)", "file", name, "err", err)
+			continue
+		}
+		files[name] = path
+	}
 }
 
 // dhcpConfig turns serve's flags into the DHCP server's configuration.

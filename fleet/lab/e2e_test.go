@@ -30,9 +30,10 @@ func requireLab(t *testing.T) (root string) {
 		}
 	}
 	for _, f := range []string{vbmc.OVMFCode, "/usr/lib/ipxe/undionly.kpxe", "/usr/lib/ipxe/snponly.efi",
-		filepath.Join(demoDir(root), "vmlinuz"), filepath.Join(demoDir(root), "initrd.img")} {
+		filepath.Join(demoDir(root), "vmlinuz"), filepath.Join(demoDir(root), "initrd.img"),
+		filepath.Join(secureBootDir(root), "shimx64.efi"), filepath.Join(secureBootDir(root), "grubx64.efi")} {
 		if _, err := os.Stat(f); err != nil {
-			missing = append(missing, f+" missing (make demo-image; Debian packages ovmf, ipxe)")
+			missing = append(missing, f+" missing (make demo-image secureboot-loaders; Debian packages ovmf, ipxe)")
 		}
 	}
 	if len(missing) > 0 {
@@ -45,6 +46,14 @@ func requireLab(t *testing.T) (root string) {
 	return root
 }
 
+// secureBootDir holds the signed shim and GRUB (make secureboot-loaders).
+func secureBootDir(root string) string {
+	if d := os.Getenv("PHOENIX_SECUREBOOT_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(root, "build", "secureboot")
+}
+
 func demoDir(root string) string {
 	if d := os.Getenv("PHOENIX_DEMO_DIR"); d != "" {
 		return d
@@ -52,10 +61,11 @@ func demoDir(root string) string {
 	return filepath.Join(root, "build", "demo")
 }
 
-// TestE2EBoot boots six QEMU VMs from phoenix with real firmware, in
+// TestE2EBoot boots seven QEMU VMs from phoenix with real firmware, in
 // parallel: SeaBIOS+iPXE, OVMF's own PXE and OVMF's UEFI HTTP boot, each
 // against phoenix's full DHCP and against phoenix in proxy mode beside
-// dnsmasq. Each must print
+// dnsmasq, and OVMF enforcing Secure Boot with Microsoft's keys, through
+// shim and GRUB (full DHCP). Each must print
 // the demo image's report marker and phoenix must have recorded the digest it
 // served.
 func TestE2EBoot(t *testing.T) {
@@ -83,7 +93,8 @@ func runInNetns(t *testing.T, root, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Env = append(cmd.Env, "PHOENIX_BIN="+bin, "PHOENIX_DEMO_DIR="+demoDir(root), "PHOENIX_DEMO2_DIR="+demo2Dir(root))
+	cmd.Env = append(cmd.Env, "PHOENIX_BIN="+bin, "PHOENIX_DEMO_DIR="+demoDir(root), "PHOENIX_DEMO2_DIR="+demo2Dir(root),
+		"PHOENIX_SECUREBOOT_DIR="+secureBootDir(root))
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("%s in a private network namespace: %v", name, err)
 	}
@@ -111,11 +122,14 @@ func e2eInNetns(t *testing.T) {
 			Cmdline: "console=ttyS0 quiet", Hosts: hosts,
 		}
 	}
-	full := mk("full", Net{Bridge: "br0", CIDR: "10.99.0.1/24", Taps: []string{"tap0", "tap1", "tap4"}}, "full", 8080, []fleet.Host{
+	full := mk("full", Net{Bridge: "br0", CIDR: "10.99.0.1/24", Taps: []string{"tap0", "tap1", "tap4", "tap6"}}, "full", 8080, []fleet.Host{
 		{Name: "bios1", MACs: []string{"52:54:00:99:00:01"}, Image: "demo:1"},
 		{Name: "uefi1", MACs: []string{"52:54:00:99:00:02"}, Image: "demo:1"},
 		{Name: "http1", MACs: []string{"52:54:00:99:00:03"}, Image: "demo:1"},
+		{Name: "sb1", MACs: []string{"52:54:00:99:00:04"}, Image: "demo:1", SecureBoot: true},
 	})
+	sb := os.Getenv("PHOENIX_SECUREBOOT_DIR")
+	full.Extra = []string{"--shim-file", filepath.Join(sb, "shimx64.efi"), "--grub-file", filepath.Join(sb, "grubx64.efi")}
 	proxy := mk("proxy", Net{Bridge: "br1", CIDR: "10.98.0.1/24", Taps: []string{"tap2", "tap3", "tap5"}}, "proxy", 8081, []fleet.Host{
 		{Name: "proxy1", MACs: []string{"52:54:00:98:00:01"}, Image: "demo:1"},
 		{Name: "proxy2", MACs: []string{"52:54:00:98:00:02"}, Image: "demo:1"},
@@ -142,6 +156,7 @@ func e2eInNetns(t *testing.T) {
 			{Name: "bios1", MAC: "52:54:00:99:00:01", Tap: "tap0", Firmware: BIOS},
 			{Name: "uefi1", MAC: "52:54:00:99:00:02", Tap: "tap1", Firmware: UEFI},
 			{Name: "http1", MAC: "52:54:00:99:00:03", Tap: "tap4", Firmware: UEFI, HTTPBoot: true},
+			{Name: "sb1", MAC: "52:54:00:99:00:04", Tap: "tap6", Firmware: UEFI, SecureBoot: true},
 		}},
 		{proxy, []*VM{
 			{Name: "proxy1", MAC: "52:54:00:98:00:01", Tap: "tap2", Firmware: BIOS},
@@ -195,6 +210,21 @@ func e2eInNetns(t *testing.T) {
 			if last := boots[0].Steps[len(boots[0].Steps)-1]; last.Phase != "report" {
 				t.Errorf("%s: timeline ends at %q, not report", vm.Name, last.Phase)
 			}
+			// Secure Boot: shim, GRUB, its config (the script phase)
+			// and the kernel and initrd all came over TFTP, and the
+			// firmware enforced signatures all the way.
+			if vm.SecureBoot {
+				for _, p := range []string{"tftp@", "script@", "kernel@", "initrd@"} {
+					if !strings.Contains(joined, p) {
+						t.Errorf("%s: timeline lacks %s", vm.Name, strings.TrimSuffix(p, "@"))
+					}
+				}
+			}
+			if b, err := os.ReadFile(vm.Serial); err != nil {
+				t.Error(err)
+			} else if on := strings.Contains(string(b), "kernel: Secure boot enabled"); on != vm.SecureBoot {
+				t.Errorf("%s: kernel saw Secure Boot on: %v, want %v", vm.Name, on, vm.SecureBoot)
+			}
 		}
 	}
 	if resp, err := http.Get(full.URL() + "/metrics"); err != nil {
@@ -202,8 +232,8 @@ func e2eInNetns(t *testing.T) {
 	} else {
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if !strings.Contains(string(body), `phoenix_boot_phase_seconds_count{phase="report"} 3`) {
-			t.Errorf("/metrics lacks the three reported boots:\n%s", grepLines(string(body), "phoenix_"))
+		if !strings.Contains(string(body), `phoenix_boot_phase_seconds_count{phase="report"} 4`) {
+			t.Errorf("/metrics lacks the four reported boots:\n%s", grepLines(string(body), "phoenix_"))
 		}
 	}
 	// The dashboard is served by the real server beside the boot routes.

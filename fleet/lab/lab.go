@@ -107,6 +107,8 @@ type VM struct {
 	// HTTPBoot makes a UEFI VM network boot by UEFI HTTP boot only (no
 	// PXE), as a server set to HTTP boot does.
 	HTTPBoot bool
+	// SecureBoot makes a UEFI VM enforce Secure Boot with Microsoft's keys.
+	SecureBoot bool
 	// Memory in MiB; default 512.
 	Memory int
 	// Serial is where the VM's serial console is copied (its log file).
@@ -122,7 +124,7 @@ func Accel() string { return vbmc.Accel() }
 // Start launches the VM and powers it on; workDir receives its QMP socket
 // and UEFI variable store (in a directory named after the VM).
 func (v *VM) Start(ctx context.Context, workDir string) error {
-	v.m = &vbmc.Machine{Name: v.Name, MAC: v.MAC, Tap: v.Tap, Firmware: string(v.Firmware), UEFIHTTPBoot: v.HTTPBoot, Memory: v.Memory,
+	v.m = &vbmc.Machine{Name: v.Name, MAC: v.MAC, Tap: v.Tap, Firmware: string(v.Firmware), UEFIHTTPBoot: v.HTTPBoot, SecureBoot: v.SecureBoot, Memory: v.Memory,
 		SerialLog: v.Serial, WorkDir: filepath.Join(workDir, v.Name)}
 	if err := v.m.Start(ctx); err != nil {
 		return fmt.Errorf("vm %s: %w", v.Name, err)

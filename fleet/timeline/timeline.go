@@ -274,12 +274,18 @@ func (t *Timeline) TFTP(tr tftp.Transfer) {
 	}
 	switch {
 	case tr.Aborted: // UEFI's size probe: normal
+	case tr.Probe: // shim or GRUB looking for an optional file: normal
 	case tr.Refused:
 		t.fail(b, "tftp-refused")
 	case tr.Err != nil:
 		t.fail(b, "tftp-failed")
 	case b != nil:
 		t.step(b, PhaseTFTP, tr.File)
+		// The Secure Boot chain's GRUB fetches kernel and initrd over
+		// TFTP (boot/httpboot's TFTPFile), by digest.
+		if h, ok := strings.CutPrefix(tr.File, "blobs/sha256/"); ok {
+			t.blobStep(b, "sha256:"+h)
+		}
 	default:
 		// No MAC known for the address, or the one last seen there has
 		// no boot under way: in proxy mode the other DHCP server may
@@ -357,12 +363,7 @@ func (t *Timeline) HTTP(e httpboot.Event) {
 			t.fail(b, "blob-not-found")
 			return
 		}
-		switch role := t.blobs["sha256:"+strings.TrimPrefix(e.Digest, "sha256:")]; role {
-		case images.RoleKernel:
-			t.step(b, PhaseKernel, "")
-		case images.RoleInitrd:
-			t.step(b, PhaseInitrd, "")
-		}
+		t.blobStep(b, "sha256:"+strings.TrimPrefix(e.Digest, "sha256:"))
 	case httpboot.EventReport:
 		b := t.current(mac, false)
 		if b == nil {
@@ -377,6 +378,17 @@ func (t *Timeline) HTTP(e httpboot.Event) {
 			t.fail(b, "wrong-digest")
 		}
 		b.Done = true
+	}
+}
+
+// blobStep records the phase a fetched blob stands for: kernel or initrd,
+// as the image of a script served earlier says.
+func (t *Timeline) blobStep(b *Boot, digest string) {
+	switch t.blobs[digest] {
+	case images.RoleKernel:
+		t.step(b, PhaseKernel, "")
+	case images.RoleInitrd:
+		t.step(b, PhaseInitrd, "")
 	}
 }
 

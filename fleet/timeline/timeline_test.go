@@ -107,6 +107,39 @@ func TestUEFIHTTPBoot(t *testing.T) {
 	tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "snponly.efi", RemoteAddr: "10.0.0.200:3000"})
 }
 
+// TestSecureBootPhases: the Secure Boot chain fetches shim, GRUB, GRUB's
+// config and then kernel and initrd over TFTP; the blobs' transfers are the
+// kernel and initrd phases, and the optional files shim and GRUB probe for
+// fail nothing.
+func TestSecureBootPhases(t *testing.T) {
+	tl := New(fakeImages{}, nil)
+	clock := time.Unix(1000, 0)
+	tl.now = func() time.Time { return clock }
+	mac, _ := net.ParseMAC("52:54:00:00:00:09")
+	ip := net.IPv4(10, 0, 0, 109)
+	from := &net.UDPAddr{IP: ip, Port: 2000}
+	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: ip, Arch: "efi-x64"})
+	clock = clock.Add(time.Second)
+	tl.TFTP(tftp.Transfer{File: "shimx64.efi", Remote: from})
+	tl.TFTP(tftp.Transfer{File: "revocations_sbat.efi", Remote: from, Refused: true, Probe: true})
+	tl.TFTP(tftp.Transfer{File: "grubx64.efi", Remote: from})
+	tl.TFTP(tftp.Transfer{File: "grub/x86_64-efi/fs.lst", Remote: from, Refused: true, Probe: true})
+	clock = clock.Add(time.Second)
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventScript, MAC: mac, Host: "sb", Digest: "sha256:m", RemoteAddr: from.String()})
+	clock = clock.Add(time.Second)
+	tl.TFTP(tftp.Transfer{File: "blobs/sha256/k", Remote: from})
+	clock = clock.Add(time.Second)
+	tl.TFTP(tftp.Transfer{File: "blobs/sha256/i", Remote: from})
+	b := tl.Boots(mac)[0]
+	var got []string
+	for _, st := range b.Steps {
+		got = append(got, fmt.Sprintf("%s@%v", st.Phase, st.After))
+	}
+	if want := "dhcp-ack@0s tftp@1s script@2s kernel@3s initrd@4s"; strings.Join(got, " ") != want || b.Failed != "" {
+		t.Errorf("steps %q (failed %q), want %q", got, b.Failed, want)
+	}
+}
+
 // TestProxyOrphans: in proxy mode another server hands out addresses, so a
 // boot file fetched over TFTP or HTTP comes from an address phoenix cannot
 // tie to a MAC until iPXE asks for its script; the phase joins the boot

@@ -118,6 +118,12 @@ type Machine struct {
 	// HTTP boot, so DHCP must hand it an http:// URL. QEMU fixes it at
 	// Start; the UefiHttp boot override does not switch it.
 	UEFIHTTPBoot bool
+	// SecureBoot gives a UEFI machine OVMF with Microsoft's keys enrolled
+	// and Secure Boot enforced, like a server fresh from the factory: it
+	// runs only programs signed by Microsoft's UEFI CA (shim, say), never
+	// an unsigned iPXE. It needs QEMU's q35 machine with SMM, so that the
+	// guest cannot write the variable store behind the firmware's back.
+	SecureBoot bool
 	// Memory in MiB; default 512.
 	Memory int
 	// Disk is an optional disk image (qcow2 by extension, else raw).
@@ -163,11 +169,14 @@ const (
 	cdID   = "cd0"
 )
 
-// OVMF paths from Debian's ovmf package (Secure Boot off). OVMFCode is
-// exported for labs that check their prerequisites before starting.
+// OVMF paths from Debian's ovmf package: Secure Boot off, and on with
+// Microsoft's keys (ms). OVMFCode is exported for labs that check their
+// prerequisites before starting.
 const (
-	OVMFCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	OVMFCode    = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars    = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	ovmfSecCode = "/usr/share/OVMF/OVMF_CODE_4M.ms.fd"
+	ovmfSecVars = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd"
 )
 
 // qmpTimeout bounds one QMP command; they answer in milliseconds.
@@ -249,8 +258,15 @@ func (m *Machine) args(qmpPath string) ([]string, error) {
 	}
 	nic := "virtio-net-pci,netdev=n0,id=" + nicID + ",mac=" + m.MAC + ",bootindex=" + idx(nicID)
 	if m.firmware() == UEFI {
+		code, varsTmpl := OVMFCode, ovmfVars
+		if m.SecureBoot {
+			code, varsTmpl = ovmfSecCode, ovmfSecVars
+			// The secure build stores variables through SMM only.
+			args = append(args, "-machine", "q35,smm=on",
+				"-global", "driver=cfi.pflash01,property=secure,value=on")
+		}
 		vars := filepath.Join(m.WorkDir, "OVMF_VARS.fd")
-		data, err := os.ReadFile(ovmfVars)
+		data, err := os.ReadFile(varsTmpl)
 		if err != nil {
 			return nil, fmt.Errorf("%w (Debian package ovmf)", err)
 		}
@@ -258,7 +274,7 @@ func (m *Machine) args(qmpPath string) ([]string, error) {
 			return nil, err
 		}
 		args = append(args,
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+OVMFCode,
+			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+code,
 			"-drive", "if=pflash,format=raw,unit=1,file="+qemuPath(vars))
 		// An empty romfile leaves network boot to OVMF's own PXE and HTTP
 		// boot stack, as on a real UEFI server.
@@ -309,6 +325,9 @@ func (m *Machine) defaultOrder() []string {
 func (m *Machine) Start(ctx context.Context) error {
 	if m.Name == "" {
 		return errors.New("machine: no name")
+	}
+	if m.SecureBoot && m.firmware() != UEFI {
+		return fmt.Errorf("machine %s: secure boot needs UEFI firmware", m.Name)
 	}
 	// These go into QEMU option strings, where a comma starts another
 	// option (a tap name "t0,script=/x" would run a script).
