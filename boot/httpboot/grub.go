@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/phoenixboot/phoenix/boot/ipxe"
-	"github.com/phoenixboot/phoenix/images"
 )
 
 // The Secure Boot chain. Firmware that enforces Secure Boot runs only
@@ -87,24 +86,11 @@ func (s *Server) TFTPFile(ctx context.Context, name string, remote net.Addr) (io
 // when the boot timeline's kernel and initrd phases are reached.
 func (s *Server) tftpBlob(h, remoteAddr string) (io.ReadCloser, int64, error) {
 	digest := "sha256:" + h
-	ev := Event{Kind: EventBlob, Digest: digest, RemoteAddr: remoteAddr, Detail: "tftp"}
-	if !hexRE.MatchString(h) || s.Images == nil {
-		return nil, 0, fmt.Errorf("blob %s: %w", digest, fs.ErrNotExist)
-	}
-	p, err := s.Images.BlobPath(digest)
-	if err != nil {
-		if !errors.Is(err, images.ErrNotFound) {
-			s.log().Warn("blob lookup failed", "digest", digest, "err", err)
+	f, fi, asked := s.openBlob(h, s.log().With("digest", digest, "ip", hostOnly(remoteAddr)))
+	if f == nil {
+		if asked {
+			s.emit(Event{Kind: EventBlob, Digest: digest, RemoteAddr: remoteAddr, Detail: "tftp", Status: http.StatusNotFound})
 		}
-		ev.Status = http.StatusNotFound
-		s.emit(ev)
-		return nil, 0, fmt.Errorf("blob %s: %w", digest, fs.ErrNotExist)
-	}
-	f, fi, err := openRegular(p)
-	if err != nil {
-		s.log().Warn("blob unreadable", "digest", digest, "err", err)
-		ev.Status = http.StatusNotFound
-		s.emit(ev)
 		return nil, 0, fmt.Errorf("blob %s: %w", digest, fs.ErrNotExist)
 	}
 	return f, fi.Size(), nil

@@ -272,26 +272,13 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	digest := "sha256:" + h
 	log := s.log().With("digest", digest, "ip", remoteIP(r))
 	ev := Event{Kind: EventBlob, Digest: digest, RemoteAddr: r.RemoteAddr, Detail: r.Header.Get("Range")}
-	if !hexRE.MatchString(h) || s.Images == nil {
+	f, fi, asked := s.openBlob(h, log)
+	if f == nil {
 		http.NotFound(w, r)
-		return
-	}
-	p, err := s.Images.BlobPath(digest)
-	if err != nil {
-		if !errors.Is(err, images.ErrNotFound) {
-			log.Warn("blob lookup failed", "err", err)
+		if asked {
+			ev.Status = http.StatusNotFound
+			s.emit(ev)
 		}
-		http.NotFound(w, r)
-		ev.Status = http.StatusNotFound
-		s.emit(ev)
-		return
-	}
-	f, fi, err := openRegular(p)
-	if err != nil {
-		log.Warn("blob unreadable", "err", err)
-		http.NotFound(w, r)
-		ev.Status = http.StatusNotFound
-		s.emit(ev)
 		return
 	}
 	defer f.Close()
@@ -304,6 +291,27 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, "", fi.ModTime(), f)
 	s.emit(ev) // Status stays 0: see Event.Status
 	log.Debug("blob served", "range", ev.Detail, "method", r.Method)
+}
+
+// openBlob opens the blob with hex digest h, or returns a nil file. asked
+// reports whether the image store was asked: a name that is not a digest
+// at all, or a server without images, is no missing blob of a boot.
+func (s *Server) openBlob(h string, log *slog.Logger) (f *os.File, fi os.FileInfo, asked bool) {
+	if !hexRE.MatchString(h) || s.Images == nil {
+		return nil, nil, false
+	}
+	p, err := s.Images.BlobPath("sha256:" + h)
+	if err != nil {
+		if !errors.Is(err, images.ErrNotFound) {
+			log.Warn("blob lookup failed", "err", err)
+		}
+		return nil, nil, true
+	}
+	if f, fi, err = openRegular(p); err != nil {
+		log.Warn("blob unreadable", "err", err)
+		return nil, nil, true
+	}
+	return f, fi, true
 }
 
 // openRegular opens the regular file at p for serving, with its FileInfo.
