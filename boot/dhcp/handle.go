@@ -364,6 +364,13 @@ func (r *request) proxy() *dhcpv4.DHCPv4 {
 		}
 		r.stats.proxyOffers.Add(1)
 		r.log().Debug("dhcp proxy-offer", "mac", r.mac(), "arch", r.cl.label())
+		if r.cl.secure {
+			// Seen in QEMU: shim loads GRUB through the firmware, but
+			// GRUB then looks for its config at the next-server of the
+			// other server's DHCPACK, not at the proxy offer's.
+			r.log().Warn("secure boot host netbooting through proxy DHCP: its GRUB reads grub/grub.cfg from the next-server (siaddr) of the other DHCP server's answer, which must be this server",
+				"mac", r.mac())
+		}
 		r.emit(Event{Kind: "proxy-offer", MAC: r.m.ClientHWAddr, Arch: r.cl.label()})
 		return resp
 	case r.bootPort:
