@@ -6,6 +6,9 @@
 // through os.Root, so symlinks cannot lead out either), and only regular
 // files are served. Everything after iPXE starts travels over HTTP
 // (boot/httpboot), so TFTP only has to move a few hundred kilobytes per boot.
+// The exception is the Secure Boot chain (shim, then GRUB, which has no HTTP
+// client): the caller's Virtual hook serves it per-host configs and image
+// blobs, which are no files under the served directory.
 //
 // The protocol is github.com/pin/tftp/v3, used in its standard mode: each
 // transfer gets its own ephemeral UDP port (RFC 1350 TIDs), which is what
