@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/url"
 	"regexp"
@@ -233,19 +234,15 @@ var funcs = template.FuncMap{
 	"retries": retries,
 }
 
-// grubFuncs are funcs for GRUB configs: the same grammars, but kernel and
-// initrd are TFTP paths, and command line words are single-quoted.
-var grubFuncs = template.FuncMap{
-	"host":    fmtHost,
-	"mac":     fmtMAC,
-	"ref":     fmtRef,
-	"digest":  fmtDigest,
-	"url":     fmtURL,
-	"path":    fmtBlobPath,
-	"cmdline": func(c string) (string, error) { return quoteWords(fmtCmdline(c)) },
-	"params":  func(p map[string]string) (string, error) { return quoteWords(fmtParams(p)) },
-	"text":    SafeText,
-}
+// grubFuncs are funcs for GRUB configs: funcs' grammars, plus TFTP paths
+// for kernel and initrd, and command line words single-quoted.
+var grubFuncs = func() template.FuncMap {
+	fm := maps.Clone(funcs)
+	fm["path"] = fmtBlobPath
+	fm["cmdline"] = func(c string) (string, error) { return quoteWords(fmtCmdline(c)) }
+	fm["params"] = func(p map[string]string) (string, error) { return quoteWords(fmtParams(p)) }
+	return fm
+}()
 
 // Dialect is the boot loader a script is written for.
 type Dialect struct {
