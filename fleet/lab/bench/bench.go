@@ -156,6 +156,15 @@ func median(vs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// ratios returns a[i]/b[i] for the pairs both slices have.
+func ratios(a, b []float64) []float64 {
+	out := make([]float64, 0, min(len(a), len(b)))
+	for i := range min(len(a), len(b)) {
+		out = append(out, a[i]/b[i])
+	}
+	return out
+}
+
 // total returns the sum of vs.
 func total(vs []float64) float64 {
 	t := 0.0

@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -153,20 +155,29 @@ func tail(b []byte, n int) string {
 }
 
 // udpBound reports whether something listens on UDP port in this namespace.
-func udpBound(port int) func() error {
+func udpBound(port int) func() error { return udpBoundAt("", port) }
+
+// udpBoundAt reports whether something listens on UDP port at the IPv4
+// address ip (or at any address, ip empty) in this namespace.
+func udpBoundAt(ip string, port int) func() error {
 	return func() error {
 		data, err := os.ReadFile("/proc/net/udp")
 		if err != nil {
 			return err
 		}
-		want := fmt.Sprintf(":%04X ", port)
+		want := fmt.Sprintf(":%04X", port)
+		if a, err := netip.ParseAddr(ip); err == nil && a.Is4() {
+			// /proc/net/udp prints the address as one little-endian word.
+			b := a.As4()
+			want = fmt.Sprintf("%02X%02X%02X%02X", b[3], b[2], b[1], b[0]) + want
+		}
 		for _, line := range strings.Split(string(data), "\n")[1:] {
 			f := strings.Fields(line)
-			if len(f) > 2 && strings.HasSuffix(f[1]+" ", want) {
+			if len(f) > 2 && strings.HasSuffix(f[1], want) {
 				return nil
 			}
 		}
-		return fmt.Errorf("nothing on udp port %d", port)
+		return fmt.Errorf("nothing on udp %s:%d", cmp.Or(ip, "*"), port)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"os/exec"
 	"slices"
 	"strconv"
 	"sync"
@@ -124,76 +125,107 @@ func oackBlksize(opts []byte, def int) int {
 	return def
 }
 
-// tftpServers are the TFTP servers under test, each serving e.ipxeDir.
-func (e *env) tftpServers() []server {
-	addr := serverIP + ":69"
-	return []server{
-		{name: "phoenix", start: func(ctx context.Context, dir string) (*lab.Process, error) {
+// tftpServer is one TFTP server under test, listening on its own address
+// so that all of them can run at once.
+type tftpServer struct {
+	server
+	ip string
+}
+
+// tftpServers are the TFTP servers under test, each serving e.ipxeDir on
+// its own address of serverIface (phoenix on serverIP; the peers' addresses
+// are added by benchTFTP).
+func (e *env) tftpServers() []tftpServer {
+	const hpaIP, dnsmasqIP = "10.77.0.3", "10.77.0.4"
+	return []tftpServer{
+		{ip: serverIP, server: server{name: "phoenix", start: func(ctx context.Context, dir string) (*lab.Process, error) {
 			return e.startPhoenix(ctx, dir, phoenixOpts{dhcp: "off", ipxeDir: e.ipxeDir, logLevel: "warn"})
-		}},
-		{name: "tftpd-hpa", start: func(ctx context.Context, dir string) (*lab.Process, error) {
-			return e.start(ctx, "tftpd-hpa", dir, udpBound(69), "in.tftpd", "-L", "-s", e.ipxeDir, "-a", addr, "-u", "nobody")
-		}},
-		{name: "dnsmasq", start: func(ctx context.Context, dir string) (*lab.Process, error) {
+		}}},
+		{ip: hpaIP, server: server{name: "tftpd-hpa", start: func(ctx context.Context, dir string) (*lab.Process, error) {
+			return e.start(ctx, "tftpd-hpa", dir, udpBoundAt(hpaIP, 69), "in.tftpd", "-L", "-s", e.ipxeDir, "-a", hpaIP+":69", "-u", "nobody")
+		}}},
+		{ip: dnsmasqIP, server: server{name: "dnsmasq", start: func(ctx context.Context, dir string) (*lab.Process, error) {
 			// --tftp-max: the default of 50 concurrent transfers would refuse
 			// most of the 200 clients; a fair peer is configured for the load.
-			return e.start(ctx, "dnsmasq", dir, udpBound(69), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
-				"--enable-tftp", "--tftp-root="+e.ipxeDir, "--listen-address="+serverIP, "--bind-interfaces",
+			return e.start(ctx, "dnsmasq", dir, udpBoundAt(dnsmasqIP, 69), "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0",
+				"--enable-tftp", "--tftp-root="+e.ipxeDir, "--listen-address="+dnsmasqIP, "--bind-interfaces",
 				"--tftp-max=1000", "--pid-file=", "--user=root")
-		}},
+		}}},
 	}
 }
 
 // benchTFTP: 200 clients fetch the 1 MiB file at once (blksize 1468), and
 // one client fetches the big file at blksize 512, 1468 and 8192.
+//
+// All servers run for the whole part, each on its own address, and the
+// storms take turns: one storm per server per round, in an order that
+// rotates from round to round. A storm takes two to six seconds, and this
+// shared machine's speed drifts by up to a third over tens of seconds;
+// taking turns puts every server's storms in the same stretches of time,
+// so the drift lands on all of them alike instead of on whichever server
+// had a slow minute.
 func benchTFTP(ctx context.Context, e *env) ([]Row, error) {
 	clients := 200
-	addr := serverIP + ":69"
 	wall := map[string][]float64{}
 	fails := map[string][]float64{}
 	single := map[string]map[int][]float64{}
 	cpu := map[string][]float64{}
 	blks := []int{512, 1468, 8192}
-	// A storm takes two to six seconds, and single storms of one server
-	// differ by up to a third on this shared machine: several per run give
-	// the median something to stand on.
-	stormsPerRun := 3
+	// Three rounds per run, so that the medians stand on nine storms.
+	roundsPerRun := 3
 	if e.o.Quick {
-		stormsPerRun = 1
+		roundsPerRun = 1
 	}
 	servers := e.tftpServers()
+	for _, s := range servers[1:] {
+		cidr := s.ip + "/32"
+		if out, err := exec.CommandContext(ctx, "ip", "addr", "add", cidr, "dev", serverIface).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("ip addr add %s: %v: %s", cidr, err, out)
+		}
+		defer exec.Command("ip", "addr", "del", cidr, "dev", serverIface).Run()
+	}
+	procs := make([]*lab.Process, len(servers))
+	defer func() {
+		for _, p := range procs {
+			if p != nil {
+				p.Stop()
+			}
+		}
+	}()
+	for i, s := range servers {
+		dir, err := e.partDir("tftp/" + s.name)
+		if err != nil {
+			return nil, err
+		}
+		if procs[i], err = s.start(ctx, dir); err != nil {
+			return nil, fmt.Errorf("%s: %w", s.name, err)
+		}
+	}
 	for run := 0; run < e.o.runs(); run++ {
-		// Each run starts with another server, so that none is always the
-		// first after a pause (or always the one right after phoenix).
-		for i := range servers {
-			s := servers[(i+run)%len(servers)]
-			dir, err := e.partDir(fmt.Sprintf("tftp/%s-%d", s.name, run))
-			if err != nil {
-				return nil, err
-			}
-			p, err := s.start(ctx, dir)
-			if err != nil {
-				return nil, fmt.Errorf("%s: %w", s.name, err)
-			}
-			for storm := range stormsPerRun {
-				st, err := tftpStorm(ctx, addr, clients, p.PID())
+		for r := range roundsPerRun {
+			round := run*roundsPerRun + r
+			for i := range servers {
+				k := (i + round) % len(servers)
+				s, p := servers[k], procs[k]
+				st, err := tftpStorm(ctx, s.ip+":69", clients, p.PID())
 				if err != nil {
-					p.Stop()
 					return nil, fmt.Errorf("%s: %w", s.name, err)
 				}
 				wall[s.name] = append(wall[s.name], st.wall)
 				fails[s.name] = append(fails[s.name], float64(st.failed))
 				cpu[s.name] = append(cpu[s.name], st.cpu)
-				e.o.logf("tftp run %d.%d %s: %d clients × 1 MiB in %.3fs (first done %.2f s, half %.2f s), %d failed, server CPU %.2f s %v",
-					run+1, storm+1, s.name, clients, st.wall, st.first, st.half, st.failed, st.cpu, errOrNil(st.firstErr))
+				e.o.logf("tftp round %d %s: %d clients × 1 MiB in %.3fs (first done %.2f s, half %.2f s), %d failed, server CPU %.2f s %v",
+					round+1, s.name, clients, st.wall, st.first, st.half, st.failed, st.cpu, errOrNil(st.firstErr))
 			}
+		}
+		for _, s := range servers {
 			if single[s.name] == nil {
 				single[s.name] = map[int][]float64{}
 			}
 			for _, b := range blks {
 				sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 				t0 := time.Now()
-				n, err := tftpGet(sctx, addr, "ipxe.efi", b)
+				n, err := tftpGet(sctx, s.ip+":69", "ipxe.efi", b)
 				cancel()
 				mbps := 0.0
 				if err == nil {
@@ -203,13 +235,13 @@ func benchTFTP(ctx context.Context, e *env) ([]Row, error) {
 				}
 				single[s.name][b] = append(single[s.name][b], mbps)
 			}
-			p.Stop()
 		}
 	}
 	var rows []Row
 	for _, peer := range []string{"tftpd-hpa", "dnsmasq"} {
 		r := Row{Part: "tftp", Metric: fmt.Sprintf("%d × 1 MiB wall time, %d storms", clients, len(wall["phoenix"])), Unit: "s", Phoenix: wall["phoenix"], PeerName: peer, Peer: wall[peer],
-			Note: fmt.Sprintf("failed transfers, all storms: phoenix %s, peer %s", num(total(fails["phoenix"])), num(total(fails[peer])))}
+			Note: fmt.Sprintf("failed transfers, all storms: phoenix %s, peer %s; median of the rounds' ratios %s×",
+				num(total(fails["phoenix"])), num(total(fails[peer])), num(median(ratios(wall["phoenix"], wall[peer]))))}
 		rows = append(rows, r)
 	}
 	// Goal: ≤ 1.0× the best peer, 0 failures.
