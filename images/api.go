@@ -205,7 +205,14 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
-		h, size, err := a.Store.writeBlob(r.Context(), p, want)
+		// The same content check as Store.Import: a compressed disk
+		// image would be written to hosts' disks as it is.
+		rd, err := checkContent(role, p)
+		if err != nil {
+			a.fail(w, r, badRequest{fmt.Errorf("image %s: %s: %w", ref, role, err)})
+			return
+		}
+		h, size, err := a.Store.writeBlob(r.Context(), rd, want)
 		if err != nil {
 			a.fail(w, r, fmt.Errorf("image %s: %s: %w", ref, role, err))
 			return

@@ -128,6 +128,8 @@ func TestAPI(t *testing.T) {
 		{"disk mode without disk", q("demo:3", "mode", "disk"), map[string]string{"kernel": "k"}, 400, "disk: required"},
 		{"unknown role", q("demo:3"), map[string]string{"kernel": "k", "dtb": "d"}, 400, "unknown artifact role"},
 		{"truncated", q("demo:3", "size.kernel", "100"), map[string]string{"kernel": "k"}, 400, "want 100"},
+		{"zstd disk", q("demo:3", "mode", "disk"), map[string]string{"kernel": "k", "disk": "\x28\xb5\x2f\xfdframe"}, 400, "disk image is zstd-compressed"},
+		{"qcow2 disk", q("demo:3", "mode", "disk"), map[string]string{"kernel": "k", "disk": "QFI\xfb\x00\x00\x00\x03"}, 400, "a disk image must be raw"},
 	} {
 		t.Run("import "+tc.name, func(t *testing.T) {
 			status, msg, _ := e.upload(tc.q, tc.parts)
