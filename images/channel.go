@@ -186,12 +186,18 @@ func (s *Store) Rollback(ctx context.Context, name, channel, who string) (Channe
 			return Image{}, fmt.Errorf("image %s@%s: rollback: %w", name, channel, ErrNoPrevious)
 		}
 		prev := stack[len(stack)-2]
-		if !slices.ContainsFunc(im.Manifests, func(d v1.Descriptor) bool {
-			return d.Digest.String() == prev && d.Annotations[annotationChannel] == ""
-		}) {
+		if !hasVersion(im, prev) {
 			return Image{}, fmt.Errorf("image %s@%s: rollback to %s: version %w (removed)", name, channel, prev, ErrNotFound)
 		}
 		return s.load(v1.Hash{Algorithm: "sha256", Hex: strings.TrimPrefix(prev, "sha256:")})
+	})
+}
+
+// hasVersion reports whether the index lists the version with manifest
+// digest under its NAME:VERSION entry (not only through a channel).
+func hasVersion(im *v1.IndexManifest, digest string) bool {
+	return slices.ContainsFunc(im.Manifests, func(d v1.Descriptor) bool {
+		return d.Digest.String() == digest && d.Annotations[annotationChannel] == ""
 	})
 }
 
@@ -234,6 +240,12 @@ func (s *Store) move(ctx context.Context, name, channel, who, kind string, targe
 	img, err := target(im, hist)
 	if err != nil {
 		return ChannelMove{}, err
+	}
+	// Promote resolves its version before taking s.mu, so a Remove may
+	// have taken it out of the index since; a channel must never point
+	// at a version that is no longer listed.
+	if !hasVersion(im, img.Digest) {
+		return ChannelMove{}, fmt.Errorf("image %s@%s: %s: version %w (removed)", name, channel, img.Ref(), ErrNotFound)
 	}
 	m := ChannelMove{
 		Name: name, Channel: channel, Kind: kind,

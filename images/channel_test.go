@@ -367,3 +367,30 @@ func TestCheckRef(t *testing.T) {
 		}
 	}
 }
+
+// TestPromoteRacingRemove: a Promote that resolved its version just before
+// a Remove took it out must fail, not point the channel at a version the
+// index no longer lists.
+func TestPromoteRacingRemove(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	if _, err := s.Import(ctx, ImportSpec{Name: "a", Version: "1", Files: files(t, map[string]string{RoleKernel: "k"})}); err != nil {
+		t.Fatal(err)
+	}
+	promoted := make(chan error, 1)
+	// Remove asks who uses the version while it holds the store's lock:
+	// Promote starts then, resolves a:1 and waits for that lock.
+	if _, err := s.Remove(ctx, "a:1", func(string) []string {
+		go func() { _, err := s.Promote(ctx, "a:1", "stable", "t"); promoted <- err }()
+		time.Sleep(200 * time.Millisecond)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-promoted; !errors.Is(err, ErrNotFound) {
+		t.Errorf("promote of a removed version = %v, want ErrNotFound", err)
+	}
+	if img, err := s.Resolve("a@stable"); err == nil {
+		t.Errorf("a@stable points at removed %s", img.Digest)
+	}
+}
