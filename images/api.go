@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"time"
@@ -420,6 +421,8 @@ func (b badRequest) Unwrap() error { return b.error }
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status := http.StatusBadRequest
 	var pe *fs.PathError
+	var le *os.LinkError
+	var se *os.SyscallError
 	var br badRequest
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -429,7 +432,8 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, context.Canceled):
 		status = 499 // client went away; nobody reads this
 	case errors.As(err, &br):
-	case errors.As(err, &pe):
+	case errors.As(err, &pe), errors.As(err, &le), errors.As(err, &se):
+		// The server's own file system failed: not the client's fault.
 		status = http.StatusInternalServerError
 	}
 	if status >= 500 {

@@ -54,6 +54,17 @@ func (s *Store) AddSignature(ref string, sig []byte) (Image, error) {
 	if err := parsed.UnmarshalText(sig); err != nil {
 		return Image{}, fmt.Errorf("image %s: signature: %w", ref, err)
 	}
+	// Under s.mu: GC clears s.tmp of leftovers, the temp file of this
+	// write included, and Remove must not slip in between.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	im, err := s.readIndex()
+	if err != nil {
+		return Image{}, fmt.Errorf("image %s: %w", ref, err)
+	}
+	if !hasVersion(im, img.Digest) {
+		return Image{}, fmt.Errorf("image %s: version %w (removed)", ref, ErrNotFound)
+	}
 	if err := os.MkdirAll(filepath.Join(string(s.path), signatureDir), 0o755); err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", ref, err)
 	}

@@ -138,3 +138,37 @@ func TestPushPull(t *testing.T) {
 	}
 	assertNoTemps(t, tmp)
 }
+
+// TestSignDuringGC: GC clears leftover temp files; a signature written
+// at the same time must not lose its own.
+func TestSignDuringGC(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	img, err := s.Import(ctx, ImportSpec{Name: "a", Version: "1", Files: files(t, map[string]string{RoleKernel: "k"})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, priv, _ := minisign.GenerateKey(nil)
+	sig := SignDigest(priv, img.Ref(), img.Digest)
+	stop := make(chan struct{})
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				s.GC(ctx, 1, nil)
+			}
+		}
+	}()
+	for range 300 {
+		if _, err := s.AddSignature("a:1", sig); err != nil {
+			t.Errorf("sign during GC: %v", err)
+			break
+		}
+	}
+	close(stop)
+	<-gcDone
+}
