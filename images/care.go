@@ -1,6 +1,7 @@
 package images
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -190,15 +191,21 @@ func (s *Store) Remove(ctx context.Context, ref string, users func(digest string
 	if strings.Contains(ref, "@") {
 		return Image{}, fmt.Errorf("image %s: remove a version (NAME:VERSION), not a channel", ref)
 	}
-	img, err := s.Resolve(ref)
-	if err != nil {
-		return Image{}, err
-	}
+	img, resolveErr := s.Resolve(ref)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	im, err := s.readIndex()
 	if err != nil {
 		return Image{}, fmt.Errorf("image %s: %w", ref, err)
+	}
+	if resolveErr != nil {
+		// A version whose manifest or config is damaged or quarantined
+		// cannot be loaded, but its entry can still go: then GC may
+		// sweep again, and a re-import brings the version back whole.
+		var ok bool
+		if img, ok = brokenEntry(im, ref); !ok {
+			return Image{}, resolveErr
+		}
 	}
 	if chs := channelsOf(im, img.Digest); len(chs) > 0 {
 		return Image{}, fmt.Errorf("image %s: %w by channel %s", img.Ref(), ErrInUse, strings.Join(chs, ", "))
@@ -215,6 +222,21 @@ func (s *Store) Remove(ctx context.Context, ref string, users func(digest string
 		return Image{}, fmt.Errorf("image %s: index: %w", ref, err)
 	}
 	return img, nil
+}
+
+// brokenEntry returns what the index says of the version named ref
+// (NAME:VERSION) without loading it.
+func brokenEntry(im *v1.IndexManifest, ref string) (Image, bool) {
+	name, version, err := ParseRef(ref)
+	if err != nil {
+		return Image{}, false
+	}
+	for _, d := range im.Manifests {
+		if d.Annotations[annotationRefName] == ref && d.Annotations[annotationChannel] == "" {
+			return Image{Name: name, Version: version, Digest: d.Digest.String()}, true
+		}
+	}
+	return Image{}, false
 }
 
 // GCReport says what GC removed.
@@ -302,21 +324,28 @@ func (s *Store) GC(ctx context.Context, keep int, users func(digest string) []st
 		rep.Removed = drop
 	}
 
-	// Mark: everything the index still reaches.
+	// Mark: everything the index still reaches. An entry whose manifest
+	// cannot be read hides which blobs it needs: sweeping then could
+	// delete the kernel of a version a channel still points at.
+	var unreadable []string
 	for _, d := range im.Manifests {
 		live[d.Digest] = true
 		raw, err := s.readVerified(d.Digest)
-		if err != nil {
-			continue // missing or damaged: nothing more to mark through it
+		var m *v1.Manifest
+		if err == nil {
+			m, err = v1.ParseManifest(strings.NewReader(string(raw)))
 		}
-		m, err := v1.ParseManifest(strings.NewReader(string(raw)))
 		if err != nil {
+			unreadable = append(unreadable, fmt.Sprintf("%s (%s): %v", cmp.Or(d.Annotations[annotationRefName], "?"), d.Digest, err))
 			continue
 		}
 		live[m.Config.Digest] = true
 		for _, l := range m.Layers {
 			live[l.Digest] = true
 		}
+	}
+	if len(unreadable) > 0 {
+		return rep, fmt.Errorf("image store: gc deletes no blobs while a manifest cannot be read; run image verify, then remove or re-import: %s", strings.Join(unreadable, "; "))
 	}
 	// Sweep.
 	blobDir := filepath.Join(string(s.path), "blobs", "sha256")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
@@ -392,5 +393,52 @@ func TestPromoteRacingRemove(t *testing.T) {
 	}
 	if img, err := s.Resolve("a@stable"); err == nil {
 		t.Errorf("a@stable points at removed %s", img.Digest)
+	}
+}
+
+// TestGCKeepsBlobsOfUnreadableManifest: once a version's manifest is
+// quarantined, GC cannot tell which blobs that version needs, so it
+// deletes none (here the version is on a channel); a broken version that
+// no channel holds can still be removed.
+func TestGCKeepsBlobsOfUnreadableManifest(t *testing.T) {
+	s, _, _ := newStore(t)
+	ctx := context.Background()
+	imp := func(version string) Image {
+		img, err := s.Import(ctx, ImportSpec{Name: "a", Version: version, Files: files(t, map[string]string{RoleKernel: "kernel " + version})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+	blob := func(digest string) string {
+		return s.blobFile(v1.Hash{Algorithm: "sha256", Hex: strings.TrimPrefix(digest, "sha256:")})
+	}
+	damage := func(img Image) {
+		p := blob(img.Digest)
+		os.Chmod(p, 0o644)
+		if err := os.WriteFile(p, []byte("{}"), 0o444); err != nil {
+			t.Fatal(err)
+		}
+		if rep, _ := s.Verify(ctx, img.Ref()); rep.OK() {
+			t.Fatalf("verify did not notice the damaged manifest of %s", img.Ref())
+		}
+	}
+	a1, a2 := imp("1"), imp("2")
+	if _, err := s.Promote(ctx, "a:1", "stable", "t"); err != nil {
+		t.Fatal(err)
+	}
+	damage(a1)
+	if _, err := s.GC(ctx, 1, nil); err == nil || !strings.Contains(err.Error(), "a:1") {
+		t.Errorf("gc with an unreadable manifest = %v, want a refusal naming a:1", err)
+	}
+	if _, err := os.Stat(blob(a1.Artifacts[0].Digest)); err != nil {
+		t.Errorf("gc deleted the kernel of a@stable: %v", err)
+	}
+	if _, err := s.Remove(ctx, "a:1", nil); !errors.Is(err, ErrInUse) {
+		t.Errorf("remove of a broken version on a channel = %v, want ErrInUse", err)
+	}
+	damage(a2)
+	if _, err := s.Remove(ctx, "a:2", nil); err != nil {
+		t.Errorf("remove of a broken version no channel holds: %v", err)
 	}
 }
