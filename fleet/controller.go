@@ -631,13 +631,10 @@ func (c *Controller) evaluate(p *pass) {
 			ref = rec.Override
 		}
 		img, err := res.resolve(ref)
-		if err == nil && rec.Spec.Mode == ModeDisk {
-			// A channel may move to an image without one; booting it would
-			// install nothing, and the host would then be told to boot an
-			// unchanged disk. (Apply refuses this up front.)
-			if _, ok := img.Artifact(images.RoleDisk); !ok {
-				err = fmt.Errorf("image %s has no disk image, and the host runs in disk mode", img.Ref())
-			}
+		if err == nil {
+			// A channel may move to an image without a disk image. (Apply
+			// and Reimage refuse this up front.)
+			err = fitsMode(img, rec.Spec.Mode)
 		}
 		desired, desiredRef, desiredErr := img.Digest, img.Ref(), ""
 		if err != nil {
@@ -673,6 +670,13 @@ func (c *Controller) evaluate(p *pass) {
 				}
 				m.Assigned, m.AssignedRef = desired, desiredRef
 				c.markReady(p, m, rep.Time)
+				rec = m
+			}
+			if c.policy.MaxAge > 0 && (rec.RefreshAt.IsZero() || rec.RefreshAt.After(rec.ReadyAt.Add(c.policy.MaxAge+c.policy.Splay))) {
+				// Ready from before max_age was set or shortened: its
+				// refresh time follows the policy now in force.
+				m := p.host(name)
+				c.markReady(p, m, m.ReadyAt)
 				rec = m
 			}
 			if c.policy.MaxAge > 0 && !rec.RefreshAt.IsZero() {
@@ -911,6 +915,19 @@ func (c *Controller) schedule(p *pass) {
 		active++
 		inflight++
 	}
+}
+
+// fitsMode says why img cannot serve a host in mode, or nil. A disk-mode
+// host needs a disk image: booting one without would install nothing, and
+// the host would then be told to boot its unchanged disk.
+func fitsMode(img images.Image, mode string) error {
+	if mode != ModeDisk {
+		return nil
+	}
+	if _, ok := img.Artifact(images.RoleDisk); !ok {
+		return fmt.Errorf("image %s has no disk image, and the host runs in disk mode", img.Ref())
+	}
+	return nil
 }
 
 // startStep writes the intent to reimage name to its desired image.

@@ -215,7 +215,10 @@ func (c *Controller) Apply(data []byte, note string) (ApplyResult, error) {
 			continue
 		}
 		p.deleted = append(p.deleted, name)
-		if e := p.getEntry(name); e != nil && e.Status == HostPending {
+		// An active entry is closed too: nothing checks a removed host's
+		// step any more, and an entry left active would hold the rollout's
+		// window (and its end) for good.
+		if e := p.getEntry(name); e != nil && (e.Status == HostPending || e.Status == HostActive) {
 			m := p.entry(name)
 			m.Status, m.Finished, m.Error = HostSuperseded, p.now, "removed from the fleet"
 		}
@@ -308,6 +311,9 @@ func (c *Controller) Reimage(name, imageRef string) (ReimageRequest, error) {
 		if err != nil {
 			return fmt.Errorf("host %s: %w", name, err)
 		}
+		if err := fitsMode(img, rec.Spec.Mode); err != nil {
+			return fmt.Errorf("host %s: %w: %w", name, errBadRequest, err)
+		}
 		m := p.host(name)
 		if imageRef != "" {
 			m.Override = imageRef
@@ -333,6 +339,11 @@ func (c *Controller) Quarantine(name, reason string) error {
 		if s := c.hosts[name].Step; s != nil && s.Rollout != 0 {
 			if e := p.entry(name); e != nil && e.Rollout == s.Rollout {
 				e.Status, e.Finished, e.Error = HostAborted, p.now, "quarantined by the operator"
+				// A canary taken out before it reported its new image
+				// has not passed: the rest must not start on its account.
+				if R := p.ro(); e.Canary && R != nil && R.ID == s.Rollout && (R.State == RolloutRunning || R.State == RolloutPaused) {
+					c.halt(p, fmt.Sprintf("canary %s quarantined by the operator before it reported its new image", name))
+				}
 			}
 		}
 		c.quarantine(p, name, "by the operator: "+orText(reason, "no reason given"))
