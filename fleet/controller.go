@@ -87,6 +87,10 @@ type Controller struct {
 	rorder      []string // rhosts' names by Order
 	nextID      int64
 	inflight    int // hosts with a Step
+	// powering counts the operator's power actions in flight per host
+	// (Power); while one runs, no step starts on the host and it is not
+	// released, so the two hands on its power never cross.
+	powering map[string]int
 
 	repMu      sync.Mutex
 	newReports []Report // reports not yet seen by a pass
@@ -861,7 +865,7 @@ func (c *Controller) schedule(p *pass) {
 	maxU := max(1, c.policy.MaxUnavailable)
 	for _, name := range c.names {
 		rec := p.get(name)
-		if rec.Force != "manual" || rec.Step != nil || rec.Quarantined || rec.Desired == "" {
+		if rec.Force != "manual" || rec.Step != nil || rec.Quarantined || rec.Desired == "" || c.powering[name] > 0 {
 			continue
 		}
 		if inflight >= maxU {
@@ -907,7 +911,7 @@ func (c *Controller) schedule(p *pass) {
 			break
 		}
 		rec := p.get(name)
-		if rec == nil || rec.Quarantined || rec.Step != nil {
+		if rec == nil || rec.Quarantined || rec.Step != nil || c.powering[name] > 0 {
 			continue
 		}
 		c.startStep(p, name, R.ID, e.Reason)

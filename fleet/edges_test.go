@@ -167,3 +167,58 @@ func TestQuarantinedCanaryHalts(t *testing.T) {
 		t.Error("a non-canary host started although no canary passed")
 	}
 }
+
+// gateBMC blocks PowerOff until release is closed.
+type gateBMC struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g gateBMC) Dial(context.Context, HostSpec) (BMC, error) { return g, nil }
+func (g gateBMC) PowerState(context.Context) (string, error)  { return "Off", nil }
+func (g gateBMC) PowerOn(context.Context) error               { return nil }
+func (g gateBMC) PowerCycle(context.Context) error            { return nil }
+func (g gateBMC) SetNetworkBootOnce(context.Context) error    { return nil }
+func (g gateBMC) PowerOff(ctx context.Context, _ time.Duration) error {
+	close(g.entered)
+	select {
+	case <-g.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// TestReleaseWaitsForPowerAction: while the operator's graceful power-off
+// of a quarantined host runs, the host cannot be released (a reimage would
+// then be cut by the forced power-off at the end of the grace time).
+func TestReleaseWaitsForPowerAction(t *testing.T) {
+	c, clk, _ := edgeController(t)
+	g := gateBMC{entered: make(chan struct{}), release: make(chan struct{})}
+	c.BMCs = g
+	f := strings.Replace(string(edgeFleet("canary: 0", "demo:1", "a")), "image: demo:1}", "image: demo:1, bmc: {endpoint: \"http://127.0.0.1:1\"}}", 1)
+	if _, err := c.Apply([]byte(f), ""); err != nil {
+		t.Fatal(err)
+	}
+	edgeReport(t, c, clk, "a", "demo:1")
+	c.reconcile(context.Background(), nil)
+	if err := c.Quarantine("a", "post-mortem"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Power(context.Background(), "a", ActionPowerOff, time.Minute)
+		done <- err
+	}()
+	<-g.entered
+	if err := c.Release("a"); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "power action") {
+		t.Errorf("release during a power-off = %v, want ErrState", err)
+	}
+	close(g.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Release("a"); err != nil {
+		t.Errorf("release after the power-off: %v", err)
+	}
+}

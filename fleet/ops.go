@@ -361,6 +361,9 @@ func (c *Controller) Release(name string) error {
 		if !c.hosts[name].Quarantined {
 			return nil
 		}
+		if c.powering[name] > 0 {
+			return fmt.Errorf("host %s: %w: an operator power action on it is still running; release it when that ends", name, ErrState)
+		}
 		m := p.host(name)
 		m.Quarantined, m.QuarantineReason, m.Hold = false, "", ""
 		p.event(Event{Kind: "release", Host: name, Message: "released from quarantine"})

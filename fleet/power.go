@@ -36,6 +36,7 @@ type PowerResult struct {
 // not cross one: off and cycle are for quarantined hosts only (quarantine
 // takes a host out of phoenix's hands; a host in service is rebuilt with
 // `host reimage`), and on is refused while a reimage step is in flight.
+// While an action runs, no step starts on the host and Release refuses it.
 // Every action but status leaves an event with its outcome, the BMC's own
 // error text on failure.
 func (c *Controller) Power(ctx context.Context, name, action string, graceful time.Duration) (PowerResult, error) {
@@ -63,10 +64,26 @@ func (c *Controller) Power(ctx context.Context, name, action string, graceful ti
 		err = fmt.Errorf("host %s: %w: a reimage step is powering it (attempt %d)", name, ErrState, rec.Step.Attempt)
 	default:
 		spec = rec.Spec
+		if action != ActionPowerStatus {
+			if c.powering == nil {
+				c.powering = map[string]int{}
+			}
+			c.powering[name]++
+		}
 	}
 	c.mu.Unlock()
 	if err != nil {
 		return out, err
+	}
+	if action != ActionPowerStatus {
+		defer func() {
+			c.mu.Lock()
+			if c.powering[name]--; c.powering[name] <= 0 {
+				delete(c.powering, name)
+			}
+			c.mu.Unlock()
+			c.Wake() // a step held back by this action may start now
+		}()
 	}
 
 	out.Power, err = c.power(ctx, spec, action, graceful)
