@@ -250,6 +250,33 @@ func TestLeasesHonouredAfterRestart(t *testing.T) {
 	}
 }
 
+// TestReservationAddedOverActiveLease: an address reserved (with a
+// restart) while another client still leases it goes to its new owner only
+// once the holder has let go; the holder's renewal is refused meanwhile.
+func TestReservationAddedOverActiveLease(t *testing.T) {
+	store := &MemLeases{}
+	ts := newTestServer(t, labConfig(), store)
+	ip := ts.dora(t, mac(1))
+	c := labConfig()
+	c.Reservations = map[string]net.IP{mac(7).String(): ip}
+	ts2 := newTestServer(t, c, store)
+	ts2.now = t0.Add(time.Minute)
+	if got := ts2.dora(t, mac(7)); got.Equal(ip) {
+		t.Errorf("%s given to %s while %s's lease has 59 minutes left", got, mac(7), mac(1))
+	}
+	resp, _ := ts2.do(t, pkt(t, dhcpv4.MessageTypeRequest, mac(1), dhcpv4.WithClientIP(ip)))
+	if resp == nil || resp.MessageType() != dhcpv4.MessageTypeNak {
+		t.Errorf("renewal by the holder of a now reserved address: %v, want NAK", resp)
+	}
+	// The holder moves to another address; then the owner gets its own.
+	if got := ts2.dora(t, mac(1)); got.Equal(ip) {
+		t.Errorf("holder got %s again after its NAK", got)
+	}
+	if got := ts2.dora(t, mac(7)); !got.Equal(ip) {
+		t.Errorf("owner got %s once the holder moved, want its reserved %s", got, ip)
+	}
+}
+
 func TestMalformedDropped(t *testing.T) {
 	ts := newTestServer(t, labConfig(), nil)
 	good := pkt(t, dhcpv4.MessageTypeDiscover, mac(1)).ToBytes()

@@ -121,7 +121,13 @@ func (p *pool) load(l Lease) error {
 	}
 	mac, ip := l.MAC.String(), ipToU32(l.IP)
 	if !p.usableFor(mac, ip) {
-		return fmt.Errorf("lease %s %s: address outside pool or reserved for another client", mac, l.IP)
+		// An address reserved since it was leased stays with its holder
+		// until the lease ends (or the holder's renewal is refused, see
+		// check): dropping the lease here would hand the address to its
+		// new owner while the old one still uses it.
+		if owner, ok := p.reservedIP[ip]; !ok || owner == mac {
+			return fmt.Errorf("lease %s %s: address outside the pool or excluded", mac, l.IP)
+		}
 	}
 	if old := p.byIP[ip]; old != nil {
 		if !l.Expiry.After(old.expiry) {
