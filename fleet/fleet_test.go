@@ -2,13 +2,17 @@ package fleet
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/phoenixboot/phoenix/boot/dhcp"
 	"github.com/phoenixboot/phoenix/boot/httpboot"
@@ -97,5 +101,43 @@ func TestStorePersists(t *testing.T) {
 	}
 	if leases, _ := s.Leases(); len(leases) != 0 {
 		t.Fatalf("lease not deleted: %+v", leases)
+	}
+}
+
+// TestDiscoveredBounded: made-up MACs asking for scripts fill the
+// discovered list only up to its cap, and a MAC asking again within a
+// minute costs no write.
+func TestDiscoveredBounded(t *testing.T) {
+	s, err := OpenStoreWith(filepath.Join(t.TempDir(), "phoenix.db"), StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for i := range maxDiscovered {
+		mac := net.HardwareAddr{0x52, 0x54, 0, 0, byte(i >> 8), byte(i)}
+		if err := s.RecordDiscovered(ctx, mac, "10.0.0.7:1234"); err != nil {
+			t.Fatalf("MAC %d: %v", i, err)
+		}
+	}
+	if err := s.RecordDiscovered(ctx, net.HardwareAddr{0x52, 0x54, 1, 0, 0, 0}, "10.0.0.8:1"); !errors.Is(err, ErrDiscoveredFull) {
+		t.Errorf("MAC beyond the cap: %v, want ErrDiscoveredFull", err)
+	}
+	first := net.HardwareAddr{0x52, 0x54, 0, 0, 0, 0}
+	before, _ := s.DiscoveredMACs()
+	if err := s.RecordDiscovered(ctx, first, "10.0.0.7:1234"); err != nil {
+		t.Errorf("known MAC with a full list: %v", err)
+	}
+	after, _ := s.DiscoveredMACs()
+	if len(after) != maxDiscovered || !slices.Equal(before, after) {
+		t.Errorf("a repeat within a minute changed the list (%d entries)", len(after))
+	}
+	// An entry not seen for over a week makes room for a new MAC (the
+	// failed attempt above pruned a minute ago: pretend it was earlier).
+	stale, _ := json.Marshal(Discovered{MAC: first.String(), LastSeen: time.Now().Add(-8 * 24 * time.Hour)})
+	s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketDiscovered).Put([]byte(first.String()), stale) })
+	s.lastPrune.Store(0)
+	if err := s.RecordDiscovered(ctx, net.HardwareAddr{0x52, 0x54, 1, 0, 0, 0}, "10.0.0.8:1"); err != nil {
+		t.Errorf("new MAC once a stale one can go: %v", err)
 	}
 }

@@ -3,10 +3,13 @@ package fleet
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,6 +38,9 @@ type Store struct {
 	maxEvents int
 	// leases group-commits DHCP lease writes (leases.go).
 	leases groupCommit
+	// lastPrune is when the full discovered list was last pruned (Unix
+	// nanoseconds), so that a flood of new MACs scans it once a minute.
+	lastPrune atomic.Int64
 }
 
 // StoreOptions tune OpenStoreWith.
@@ -140,24 +146,88 @@ type Discovered struct {
 	LastSeen   time.Time `json:"last_seen"`
 }
 
-// RecordDiscovered registers an unknown MAC (httpboot.Recorder).
+// Limits of the discovered list. Anyone on the boot network can ask for
+// scripts for made-up MACs, and each new entry is a synchronous database
+// write that competes with the DHCP leases' commits for the one writer.
+const (
+	// maxDiscovered bounds the entries. When the list is full, entries
+	// not seen for discoveredKeep make room; a MAC beyond it is not
+	// recorded.
+	maxDiscovered  = 4096
+	discoveredKeep = 7 * 24 * time.Hour
+	// discoveredRefresh is how stale LastSeen may get before a request
+	// from a known MAC writes it again (iPXE retries an unknown host's
+	// script every few seconds).
+	discoveredRefresh = time.Minute
+)
+
+// ErrDiscoveredFull is returned by RecordDiscovered for a new MAC when the
+// discovered list already holds maxDiscovered entries.
+var ErrDiscoveredFull = fmt.Errorf("discovered MACs: list full (%d entries); not recorded", maxDiscovered)
+
+// RecordDiscovered registers an unknown MAC (httpboot.Recorder). A MAC
+// seen within discoveredRefresh costs a read only.
 func (s *Store) RecordDiscovered(_ context.Context, mac net.HardwareAddr, remoteAddr string) error {
 	now := time.Now().UTC()
-	return s.db.Update(func(tx *bolt.Tx) error {
+	key := []byte(mac.String())
+	d := Discovered{MAC: mac.String(), RemoteAddr: remoteAddr, FirstSeen: now, LastSeen: now}
+	write := true
+	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketDiscovered)
-		d := Discovered{MAC: mac.String(), RemoteAddr: remoteAddr, FirstSeen: now, LastSeen: now}
-		if old := b.Get([]byte(d.MAC)); old != nil {
-			var prev Discovered
-			if json.Unmarshal(old, &prev) == nil {
-				d.FirstSeen = prev.FirstSeen
+		old := b.Get(key)
+		if old == nil {
+			if b.Stats().KeyN >= maxDiscovered {
+				return ErrDiscoveredFull
 			}
+			return nil
 		}
-		v, err := json.Marshal(d)
-		if err != nil {
-			return err
+		var prev Discovered
+		if json.Unmarshal(old, &prev) == nil {
+			d.FirstSeen = prev.FirstSeen
+			write = prev.RemoteAddr != remoteAddr || now.Sub(prev.LastSeen) >= discoveredRefresh
 		}
-		return b.Put([]byte(d.MAC), v)
+		return nil
 	})
+	if errors.Is(err, ErrDiscoveredFull) && s.pruneDiscovered(now) {
+		err = nil
+	}
+	if err != nil || !write {
+		return err
+	}
+	v, err := json.Marshal(d)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketDiscovered).Put(key, v)
+	})
+}
+
+// pruneDiscovered drops discovered MACs not seen for discoveredKeep, at
+// most once a minute, and reports whether that made room.
+func (s *Store) pruneDiscovered(now time.Time) bool {
+	last := s.lastPrune.Load()
+	if now.UnixNano()-last < int64(time.Minute) || !s.lastPrune.CompareAndSwap(last, now.UnixNano()) {
+		return false
+	}
+	room := false
+	s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketDiscovered)
+		var stale [][]byte
+		b.ForEach(func(k, v []byte) error {
+			var d Discovered
+			if json.Unmarshal(v, &d) != nil || now.Sub(d.LastSeen) > discoveredKeep {
+				stale = append(stale, slices.Clone(k))
+			}
+			return nil
+		})
+		for _, k := range stale {
+			b.Delete(k)
+		}
+		room = len(stale) > 0
+		return nil
+	})
+	return room
 }
 
 // Reports returns the latest report of every MAC, keyed by MAC.
