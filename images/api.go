@@ -173,6 +173,10 @@ func (a *API) importImage(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, badRequest{fmt.Errorf("image %s: want a multipart/form-data upload, one part per artifact", ref)})
 		return
 	}
+	// A client that stops sending holds the import's share of the store
+	// (GC waits for it): a read that brings nothing for uploadStall ends
+	// the upload.
+	r.Body = stallReader{r.Body, http.NewResponseController(w)}
 	mr, err := r.MultipartReader()
 	if err != nil {
 		a.fail(w, r, badRequest{fmt.Errorf("image %s: %w", ref, err)})
@@ -475,4 +479,18 @@ func layersInRoleOrder(byRole map[string]layerRef) []v1.Descriptor {
 		}
 	}
 	return slices.Clip(out)
+}
+
+// uploadStall is how long an upload may send nothing before it is cut.
+const uploadStall = 2 * time.Minute
+
+// stallReader moves the connection's read deadline before every read.
+type stallReader struct {
+	io.ReadCloser
+	rc *http.ResponseController
+}
+
+func (s stallReader) Read(p []byte) (int, error) {
+	s.rc.SetReadDeadline(time.Now().Add(uploadStall))
+	return s.ReadCloser.Read(p)
 }

@@ -2,7 +2,9 @@ package images_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -13,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/phoenixboot/phoenix/boot/httpboot"
 	"github.com/phoenixboot/phoenix/images"
@@ -244,5 +247,47 @@ func TestCorruptBlobNotServed(t *testing.T) {
 	}
 	if len(events) == 0 || events[len(events)-1].Status != 404 {
 		t.Errorf("no 404 event for the corrupt blob: %+v", events)
+	}
+}
+
+// TestStalledUploadHoldsNoOne: an upload that stops sending must not hold
+// up other imports once a GC asks to run.
+func TestStalledUploadHoldsNoOne(t *testing.T) {
+	e := newAPI(t)
+	pr, pw := io.Pipe()
+	defer pw.CloseWithError(io.ErrUnexpectedEOF)
+	mw := multipart.NewWriter(pw)
+	go func() {
+		w, _ := mw.CreateFormFile("kernel", "k")
+		io.WriteString(w, "kernel-part") // and nothing more
+	}()
+	go http.Post(e.srv.URL+"/api/v1/images?name=x&version=1", mw.FormDataContentType(), pr)
+	time.Sleep(200 * time.Millisecond) // the upload has started
+	gcCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	gcDone := make(chan error, 1)
+	go func() { _, err := e.store.GC(gcCtx, 1, nil); gcDone <- err }()
+	time.Sleep(100 * time.Millisecond) // GC waits for the upload
+	imported := make(chan string, 1)
+	go func() {
+		status, msg, _ := e.upload(url.Values{"name": {"y"}, "version": {"1"}}, map[string]string{"kernel": "ky"})
+		imported <- fmt.Sprint(status, " ", msg)
+	}()
+	select {
+	case got := <-imported:
+		if got != "200 " {
+			t.Errorf("import beside a stalled upload and a waiting GC = %s", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("import blocked behind GC, which waits for a stalled upload")
+	}
+	select {
+	case err := <-gcDone:
+		t.Errorf("gc returned %v while the upload still held its share", err)
+	default:
+	}
+	cancel()
+	if err := <-gcDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("gc after its context ended: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
@@ -258,7 +259,16 @@ type GCReport struct {
 func (s *Store) GC(ctx context.Context, keep int, users func(digest string) []string) (GCReport, error) {
 	rep := GCReport{Removed: []string{}}
 	keep = max(keep, 1)
-	s.importing.Lock()
+	// Wait for imports in flight without queueing for the lock: a
+	// writer waiting on a sync.RWMutex blocks every new reader, so one
+	// slow upload would hold up all other imports behind GC.
+	for !s.importing.TryLock() {
+		select {
+		case <-ctx.Done():
+			return rep, fmt.Errorf("image store: gc waited for imports in flight: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 	defer s.importing.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
