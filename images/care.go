@@ -94,15 +94,31 @@ func (s *Store) Verify(ctx context.Context, ref string) (VerifyReport, error) {
 			users[d] = []string{img.Ref()}
 		}
 	} else {
-		list, err := s.List()
+		// Straight from the index and the manifests, not through List:
+		// a version whose manifest or config is damaged cannot be loaded,
+		// and must still show among the missing once its blob is in
+		// quarantine.
+		im, err := s.readIndex()
 		if err != nil {
-			// A damaged manifest must not stop the re-hash that finds it.
-			list = nil
+			return rep, fmt.Errorf("image store: %w", err)
 		}
-		for _, img := range list {
-			users[img.Digest] = append(users[img.Digest], img.Ref())
-			for _, a := range img.Artifacts {
-				users[a.Digest] = append(users[a.Digest], img.Ref())
+		for _, d := range im.Manifests {
+			ref := d.Annotations[annotationRefName]
+			if !isImageDescriptor(d) || d.Annotations[annotationChannel] != "" || ref == "" {
+				continue
+			}
+			users[d.Digest.String()] = append(users[d.Digest.String()], ref)
+			raw, err := s.path.Bytes(d.Digest)
+			if err != nil {
+				continue
+			}
+			m, err := v1.ParseManifest(strings.NewReader(string(raw)))
+			if err != nil {
+				continue
+			}
+			users[m.Config.Digest.String()] = append(users[m.Config.Digest.String()], ref)
+			for _, l := range m.Layers {
+				users[l.Digest.String()] = append(users[l.Digest.String()], ref)
 			}
 		}
 		ents, err := os.ReadDir(filepath.Join(string(s.path), "blobs", "sha256"))

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -428,6 +429,12 @@ func TestGCKeepsBlobsOfUnreadableManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 	damage(a1)
+	for range 2 { // the quarantined manifest stays missing, run after run
+		rep, err := s.Verify(ctx, "")
+		if err != nil || !slices.Contains(rep.Missing, "a:1 "+a1.Digest) {
+			t.Errorf("whole-store verify after the quarantine: missing %q, %v; want a:1's manifest", rep.Missing, err)
+		}
+	}
 	if _, err := s.GC(ctx, 1, nil); err == nil || !strings.Contains(err.Error(), "a:1") {
 		t.Errorf("gc with an unreadable manifest = %v, want a refusal naming a:1", err)
 	}
