@@ -445,7 +445,13 @@ func TestGCKeepsBlobsOfUnreadableManifest(t *testing.T) {
 		t.Errorf("remove of a broken version on a channel = %v, want ErrInUse", err)
 	}
 	damage(a2)
+	if _, err := s.Import(ctx, ImportSpec{Name: "a", Version: "2", Files: files(t, map[string]string{RoleKernel: "kernel 2"})}); !errors.Is(err, ErrImmutable) || !strings.Contains(err.Error(), "image rm a:2") {
+		t.Errorf("re-import over a broken version = %v, want ErrImmutable saying to remove it first", err)
+	}
 	if _, err := s.Remove(ctx, "a:2", nil); err != nil {
 		t.Errorf("remove of a broken version no channel holds: %v", err)
+	}
+	if _, err := s.Import(ctx, ImportSpec{Name: "a", Version: "2", Files: files(t, map[string]string{RoleKernel: "kernel 2"})}); err != nil {
+		t.Errorf("re-import after the removal: %v", err)
 	}
 }

@@ -335,7 +335,7 @@ func (s *Store) publishVersion(ctx context.Context, rawManifest, rawCfg []byte, 
 	if i := slices.IndexFunc(im.Manifests, func(d v1.Descriptor) bool { return d.Annotations[annotationRefName] == ref }); i >= 0 {
 		old, err := s.load(im.Manifests[i].Digest)
 		if err != nil {
-			return Image{}, err
+			return Image{}, fmt.Errorf("%w (published as %s) but unreadable: %w; remove it (image rm %s) and import it again", ErrImmutable, im.Manifests[i].Digest, err, ref)
 		}
 		same, diff := sameContent(old, img)
 		if !lenient && old.Digest != img.Digest {
