@@ -277,6 +277,37 @@ func TestReservationAddedOverActiveLease(t *testing.T) {
 	}
 }
 
+// slowDeletes is a plain LeaseStore (no LeaseQueue) whose deletes take a
+// moment, as a store writing to disk does.
+type slowDeletes struct{ MemLeases }
+
+func (s *slowDeletes) DeleteLease(m net.HardwareAddr) error {
+	time.Sleep(20 * time.Millisecond)
+	return s.MemLeases.DeleteLease(m)
+}
+
+// TestEvictionKeepsNewerLease: with a plain store, the removal of an
+// evicted client's old lease must not land after that client's new lease
+// and erase it (after a restart its address would be handed out again).
+func TestEvictionKeepsNewerLease(t *testing.T) {
+	c := labConfig()
+	c.PoolStart, c.PoolEnd = net.IPv4(10, 99, 0, 100), net.IPv4(10, 99, 0, 101)
+	store := &slowDeletes{}
+	ts := newTestServer(t, c, store)
+	ts.dora(t, mac(1))
+	ts.dora(t, mac(2))
+	ts.now = t0.Add(2 * time.Hour) // both expired, no unused address left
+	ts.dora(t, mac(3))             // takes over mac(1)'s address
+	x := ts.dora(t, mac(1))        // mac(1) comes back, gets mac(2)'s
+	time.Sleep(100 * time.Millisecond)
+	ts2 := newTestServer(t, c, store)
+	ts2.now = ts.now
+	// Both addresses are leased: a new client gets none.
+	if offer, _ := ts2.do(t, pkt(t, dhcpv4.MessageTypeDiscover, mac(4))); offer != nil {
+		t.Errorf("after a restart %s was offered %s; %s holds %s", mac(4), offer.YourIPAddr, mac(1), x)
+	}
+}
+
 func TestMalformedDropped(t *testing.T) {
 	ts := newTestServer(t, labConfig(), nil)
 	good := pkt(t, dhcpv4.MessageTypeDiscover, mac(1)).ToBytes()

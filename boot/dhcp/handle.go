@@ -266,7 +266,7 @@ func (r *request) deleteLease(mac string) (wait func()) {
 	if q, ok := r.Leases.(LeaseQueue); ok {
 		deleted = q.QueueDeleteLease(hw)
 	} else {
-		deleted = func() error { return r.Leases.DeleteLease(hw) }
+		deleted = r.st.plainWrite(mac, func() error { return r.Leases.DeleteLease(hw) })
 	}
 	return func() {
 		if err := deleted(); err != nil {
@@ -282,7 +282,7 @@ func (r *request) queuePut(l Lease) (wait func() error) {
 	if q, ok := r.Leases.(LeaseQueue); ok {
 		return q.QueuePutLease(l)
 	}
-	return func() error { return r.Leases.PutLease(l) }
+	return r.st.plainWrite(l.MAC.String(), func() error { return r.Leases.PutLease(l) })
 }
 
 // addNetwork adds the address configuration of full mode.

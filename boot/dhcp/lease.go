@@ -35,7 +35,9 @@ type LeaseStore interface {
 // durable and must always be called. The server queues while it holds its
 // lock, so the store sees writes in the order the server decided them,
 // and waits after releasing it, so one client's commit holds up no other.
-// A store that is not a LeaseQueue is written at wait time.
+// A store that is not a LeaseQueue is written at wait time, one write at
+// a time per MAC, and a write is skipped when a later one for its MAC was
+// decided since.
 type LeaseQueue interface {
 	QueuePutLease(l Lease) (wait func() error)
 	QueueDeleteLease(mac net.HardwareAddr) (wait func() error)

@@ -66,6 +66,42 @@ type state struct {
 	// pending holds the addresses whose lease is being written to the
 	// store, and for which MAC; guarded by Server.mu.
 	pending map[uint32]string
+	// writes orders a plain (non-LeaseQueue) store's writes per MAC;
+	// guarded by Server.mu.
+	writes map[string]*macWrites
+}
+
+// macWrites orders one MAC's writes to a store that has no queue of its
+// own. Such writes run concurrently, after the server's lock is released,
+// so a delete decided before a put could land after it and erase the
+// newer lease. Each write is numbered when it is decided; when it runs
+// (one at a time per MAC) it is skipped if a later one was decided since,
+// since that later write sets the MAC's record anyway.
+type macWrites struct {
+	mu     sync.Mutex
+	latest atomic.Uint64
+}
+
+// plainWrite numbers a write of mac decided now (the caller holds
+// Server.mu) and returns it wrapped in that order.
+func (st *state) plainWrite(mac string, write func() error) func() error {
+	if st.writes == nil {
+		st.writes = map[string]*macWrites{}
+	}
+	w := st.writes[mac]
+	if w == nil {
+		w = &macWrites{}
+		st.writes[mac] = w
+	}
+	n := w.latest.Add(1)
+	return func() error {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.latest.Load() != n {
+			return nil // superseded by a later decision for this MAC
+		}
+		return write()
+	}
 }
 
 // maxInFlight bounds the requests one socket answers at once. Requests
