@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -79,6 +80,16 @@ const keep = 10
 // a new one.
 const stale = 15 * time.Minute
 
+// maxMACs and maxIPs bound what the timeline remembers: anything on the
+// boot network can send DHCP with made-up MACs, and each must not cost
+// memory for good. Past maxMACs, the quarter of MACs whose last boot
+// started longest ago is forgotten; past maxIPs, addresses of MACs with
+// no boot kept are.
+const (
+	maxMACs = 16384
+	maxIPs  = 65536
+)
+
 // Timeline assembles boots from events. The zero value is not usable: call New.
 type Timeline struct {
 	images ImageSource
@@ -139,6 +150,9 @@ func (t *Timeline) current(mac string, start bool) *Boot {
 	if !start {
 		return nil
 	}
+	if list == nil && len(t.boots) >= maxMACs {
+		t.forgetOldest()
+	}
 	b := &Boot{MAC: mac, Start: now}
 	list = append(list, b)
 	if len(list) > keep {
@@ -147,6 +161,44 @@ func (t *Timeline) current(mac string, start bool) *Boot {
 	t.boots[mac] = list
 	t.boots_.Inc()
 	return b
+}
+
+// forgetOldest drops the quarter of MACs whose last boot started longest
+// ago, and the addresses that pointed at them.
+func (t *Timeline) forgetOldest() {
+	type last struct {
+		mac   string
+		start time.Time
+	}
+	all := make([]last, 0, len(t.boots))
+	for mac, list := range t.boots {
+		all = append(all, last{mac, list[len(list)-1].Start})
+	}
+	slices.SortFunc(all, func(a, b last) int { return a.start.Compare(b.start) })
+	for _, l := range all[:len(all)/4+1] {
+		delete(t.boots, l.mac)
+	}
+	t.pruneIPs()
+}
+
+// pruneIPs drops the addresses of MACs with no boot kept.
+func (t *Timeline) pruneIPs() {
+	for ip, mac := range t.byIP {
+		if t.boots[mac] == nil {
+			delete(t.byIP, ip)
+		}
+	}
+}
+
+// learnIP ties ip to mac.
+func (t *Timeline) learnIP(ip, mac string) {
+	if _, ok := t.byIP[ip]; !ok && len(t.byIP) >= maxIPs {
+		t.pruneIPs()
+		if len(t.byIP) >= maxIPs {
+			clear(t.byIP) // a flood of acks for booting MACs: start over
+		}
+	}
+	t.byIP[ip] = mac
 }
 
 // orphan is a phase reached from an address not yet tied to a MAC.
@@ -247,9 +299,15 @@ func (t *Timeline) DHCP(e dhcp.Event) {
 		t.step(b, PhaseDHCPOffer, e.Arch)
 	case "ack", "proxy-ack":
 		if e.IP != nil && !e.IP.IsUnspecified() {
-			t.byIP[e.IP.String()] = mac
+			t.learnIP(e.IP.String(), mac)
 		}
-		b := t.current(mac, true)
+		// A PXE client's ack may start a boot (its offer may have gone to
+		// a phoenix since restarted); any other client's, without a boot
+		// under way, is a running system renewing its lease.
+		b := t.current(mac, e.Arch != "")
+		if b == nil {
+			return
+		}
 		if reached(b, PhaseKernel) {
 			t.step(b, PhaseOSDHCP, e.IP.String())
 			return
@@ -316,7 +374,7 @@ func (t *Timeline) HTTP(e httpboot.Event) {
 	if e.MAC != nil {
 		mac = e.MAC.String()
 		if ip != "" {
-			t.byIP[ip] = mac
+			t.learnIP(ip, mac)
 		}
 	} else {
 		mac = t.byIP[ip]

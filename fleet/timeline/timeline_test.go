@@ -98,6 +98,7 @@ func TestUEFIHTTPBoot(t *testing.T) {
 	}
 
 	mac2, _ := net.ParseMAC("52:54:00:00:00:04")
+	tl.DHCP(dhcp.Event{Kind: "offer", MAC: mac2, IP: net.IPv4(10, 0, 0, 104)})
 	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac2, IP: net.IPv4(10, 0, 0, 104)})
 	tl.HTTP(httpboot.Event{Kind: httpboot.EventBootFile, Detail: "ipxe.efi", Status: 404, RemoteAddr: "10.0.0.104:3000"})
 	if b := tl.Boots(mac2)[0]; b.Failed != "boot-file-not-found" || reached(&b, PhaseHTTPBoot) {
@@ -221,7 +222,7 @@ func TestProxyOrphans(t *testing.T) {
 func TestFailures(t *testing.T) {
 	tl := New(nil, nil)
 	mac, _ := net.ParseMAC("52:54:00:00:00:02")
-	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: net.IPv4(10, 0, 0, 7)})
+	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: net.IPv4(10, 0, 0, 7), Arch: "bios"})
 	tl.TFTP(tftp.Transfer{Remote: &net.UDPAddr{IP: net.IPv4(10, 0, 0, 7)}, Refused: true})
 	tl.HTTP(httpboot.Event{Kind: httpboot.EventReport, MAC: mac, Digest: "sha256:x"})
 	b := tl.Boots(mac)[0]
@@ -253,5 +254,52 @@ func TestServeBoots(t *testing.T) {
 		if rec.Code != c.code || !strings.Contains(rec.Body.String(), c.body) || rec.Header().Get("Content-Type") != "application/json" {
 			t.Errorf("GET %s: %d %q, want %d with %s", c.path, rec.Code, rec.Body, c.code, c.body)
 		}
+	}
+}
+
+// TestRenewalsStartNoBoot: once a boot has reported, the running system's
+// lease renewals (acks of a client that is no PXE firmware) start no boot
+// and do not push the real one out.
+func TestRenewalsStartNoBoot(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	tl := New(nil, reg)
+	clock := time.Unix(1000, 0)
+	tl.now = func() time.Time { return clock }
+	mac, _ := net.ParseMAC("52:54:00:00:00:05")
+	ip := net.IPv4(10, 0, 0, 5)
+	tl.DHCP(dhcp.Event{Kind: "offer", MAC: mac, IP: ip, Arch: "bios"})
+	tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: ip, Arch: "bios"})
+	tl.HTTP(httpboot.Event{Kind: httpboot.EventReport, MAC: mac, Digest: "sha256:x"})
+	for range 20 {
+		clock = clock.Add(30 * time.Minute)
+		tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: ip})
+	}
+	if boots := tl.Boots(mac); len(boots) != 1 || !boots[0].Done {
+		t.Errorf("%d boots after 20 renewals, want the one reported boot", len(boots))
+	}
+	if v := testutil.ToFloat64(tl.boots_); v != 1 {
+		t.Errorf("phoenix_boots_total %v, want 1", v)
+	}
+}
+
+// TestBounded: DHCP from ever new MACs costs bounded memory.
+func TestBounded(t *testing.T) {
+	tl := New(nil, nil)
+	clock := time.Unix(1000, 0)
+	tl.now = func() time.Time { return clock }
+	for i := range maxMACs + 1000 {
+		clock = clock.Add(time.Millisecond)
+		mac := net.HardwareAddr{0x52, 0x54, 0, byte(i >> 16), byte(i >> 8), byte(i)}
+		ip := net.IPv4(10, byte(i>>16), byte(i>>8), byte(i))
+		tl.DHCP(dhcp.Event{Kind: "offer", MAC: mac, IP: ip, Arch: "bios"})
+		tl.DHCP(dhcp.Event{Kind: "ack", MAC: mac, IP: ip, Arch: "bios"})
+	}
+	if len(tl.boots) > maxMACs || len(tl.byIP) > maxMACs {
+		t.Errorf("%d MACs and %d addresses kept, want at most %d", len(tl.boots), len(tl.byIP), maxMACs)
+	}
+	n := maxMACs + 999
+	last := net.HardwareAddr{0x52, 0x54, 0, byte(n >> 16), byte(n >> 8), byte(n)}
+	if len(tl.Boots(last)) != 1 {
+		t.Error("the newest MAC's boot was forgotten")
 	}
 }
