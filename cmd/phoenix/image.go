@@ -65,10 +65,23 @@ func imageClient(cmd *cobra.Command) (c *apiClient, done func(), err error) {
 		st.Close()
 		return nil, nil, err
 	}
+	// The fleet's hosts, as the server last saw them, so that rm and gc
+	// refuse a version a host runs or is to run, as they do online.
+	db, err := fleet.OpenStore(st.Join("phoenix.db"))
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	ctrl := &fleet.Controller{Store: db, Images: store, Log: logger(cmd)}
+	if err := ctrl.Load(); err != nil {
+		db.Close()
+		st.Close()
+		return nil, nil, err
+	}
 	mux := http.NewServeMux()
-	(&images.API{Store: store}).Register(mux)
+	(&images.API{Store: store, Users: ctrl.HostsUsing}).Register(mux)
 	c = &apiClient{server: "http://state", http: &http.Client{Transport: handlerTransport{mux}}}
-	return c, func() { st.Close() }, nil
+	return c, func() { db.Close(); st.Close() }, nil
 }
 
 // handlerTransport answers requests with an in-process handler. The

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -359,4 +360,46 @@ func TestImageImportISO(t *testing.T) {
 func sha256Of(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// TestImageRmOfflineRespectsHosts: offline (--state), rm refuses a version
+// a fleet host is to run, as the server's API does.
+func TestImageRmOfflineRespectsHosts(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	os.Mkdir(state, 0o755)
+	st := []string{"--state", state, "--state-allow-shared", "--log-level", "error"}
+	k := writeFile(t, dir, "k", "kernel")
+	run(t, true, append([]string{"image", "import", "demo:1", "--kernel", k}, st...)...)
+
+	// What a server left on the volume: a fleet whose host n1 runs demo:1.
+	store, err := images.Open(filepath.Join(state, "images"), filepath.Join(state, "tmp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := fleet.OpenStore(filepath.Join(state, "phoenix.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl := &fleet.Controller{Store: db, Images: store, Interval: 50 * time.Millisecond}
+	if _, err := ctrl.Apply([]byte("hosts:\n- {name: n1, macs: [\"52:54:00:00:00:01\"], image: demo:1}\n"), ""); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ctrl.Run(ctx); close(done) }()
+	img, _ := store.Resolve("demo:1")
+	for deadline := time.Now().Add(5 * time.Second); len(ctrl.HostsUsing(img.Digest)) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the controller never settled on demo:1 for n1")
+		}
+	}
+	cancel()
+	<-done
+	db.Close()
+
+	_, stderr := run(t, false, append([]string{"image", "rm", "demo:1"}, st...)...)
+	if !strings.Contains(stderr, "in use by host n1") {
+		t.Errorf("offline rm of a host's version: %s", stderr)
+	}
 }
