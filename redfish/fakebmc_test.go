@@ -35,6 +35,7 @@ type fakeBMC struct {
 	slow        time.Duration // every request waits this long first
 	taskNever   bool          // Reset answers 202 with a task that stays Running
 	taskPolls   int           // Reset answers 202 with a task done after N polls
+	task202     bool          // the finished task's monitor still answers 202
 	noReset     bool          // the systems have no Reset action
 	allowed     []string      // Reset AllowableValues
 	powerDelay  time.Duration // a reset changes PowerState this much later
@@ -347,7 +348,11 @@ func (f *fakeBMC) task(w http.ResponseWriter, p string) {
 			f.taskPolls--
 		}
 		if f.taskPolls == 0 {
-			writeJSON(w, 200, map[string]any{"@odata.id": "/redfish/v1/TaskService/Tasks/1", "Id": "1", "TaskState": "Completed", "TaskStatus": "OK"})
+			status := 200
+			if f.task202 {
+				status = 202
+			}
+			writeJSON(w, status, map[string]any{"@odata.id": "/redfish/v1/TaskService/Tasks/1", "Id": "1", "TaskState": "Completed", "TaskStatus": "OK"})
 			return
 		}
 	}

@@ -233,8 +233,13 @@ func (c *Client) waitTask(ctx context.Context, api *gofish.APIClient, task *sche
 		running := resp.StatusCode == http.StatusAccepted
 		switch schemas.TaskState(t.TaskState) {
 		case schemas.NewTaskState, schemas.StartingTaskState, schemas.RunningTaskState,
-			schemas.PendingTaskState, schemas.StoppingTaskState, schemas.CancellingTaskState:
+			schemas.PendingTaskState, schemas.StoppingTaskState, schemas.CancellingTaskState,
+			schemas.SuspendedTaskState, schemas.ServiceTaskState:
 			running = true
+		case schemas.CompletedTaskState:
+			// Finished, whatever the status: some monitors answer 202
+			// until they are deleted.
+			running = false
 		case schemas.ExceptionTaskState, schemas.KilledTaskState, schemas.CancelledTaskState, schemas.InterruptedTaskState:
 			var msgs []string
 			for _, m := range t.Messages {

@@ -354,8 +354,13 @@ func (c *Client) fail(op string, err error) error {
 func bmcMessage(se *schemas.Error) string {
 	var parts []string
 	for _, m := range se.ExtendedInfos {
-		if m.Message != "" {
+		switch {
+		case m.Message != "":
 			parts = append(parts, m.Message)
+		case m.MessageID != "":
+			// HPE iLO sends only the registry's id and its arguments,
+			// e.g. iLO.2.15.PropertyNotWritableOrUnknown(BootSourceOverrideMode).
+			parts = append(parts, m.MessageID+"("+strings.Join(m.MessageArgs, ", ")+")")
 		}
 	}
 	if len(parts) == 0 && se.Message != "" {

@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -17,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/stmcginnis/gofish/schemas"
 )
 
 // syncBuffer collects log output from concurrent goroutines.
@@ -121,6 +125,7 @@ func TestPower(t *testing.T) {
 		{"cycle without ForceRestart: PowerCycle", func(f *fakeBMC) { f.allowed = []string{"On", "ForceOff", "PowerCycle"} }, "On", (*Client).PowerCycle, []string{"PowerCycle"}, "On"},
 		{"cycle without restart types: ForceOff+On", func(f *fakeBMC) { f.allowed = []string{"On", "ForceOff"} }, "On", (*Client).PowerCycle, []string{"ForceOff", "On"}, "On"},
 		{"task completes after polls", func(f *fakeBMC) { f.taskPolls = 3 }, "Off", (*Client).PowerOn, []string{"On"}, "On"},
+		{"task completed, monitor still 202", func(f *fakeBMC) { f.taskPolls, f.task202 = 1, true }, "Off", (*Client).PowerOn, []string{"On"}, "On"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -555,5 +560,60 @@ func TestMediaSupermicroEjectsFirst(t *testing.T) {
 	in := slices.Index(f.requests, "POST /redfish/v1/Managers/BMC/VirtualMedia/CD1/Actions/VirtualMedia.InsertMedia")
 	if ej < 0 || in < ej {
 		t.Errorf("want EjectMedia before InsertMedia even on an empty drive; requests: %v", f.requests)
+	}
+}
+
+// TestResetNotReplayedAfter5xx: a BMC (or a proxy in front of it) may
+// carry a Reset out and still answer 500, 502 or 504: the POST is not sent
+// again (the host would be reset twice), the failure is returned instead.
+// A GET answered the same way is retried.
+func TestResetNotReplayedAfter5xx(t *testing.T) {
+	for _, status := range []int{500, 502, 504} {
+		f := newFakeBMC()
+		f.systems[0].power = "On"
+		var mu sync.Mutex
+		failedReset, failedGet := false, false
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			failReset := r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "ComputerSystem.Reset") && !failedReset
+			failGet := r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/Systems/1") && !failedGet
+			failedReset, failedGet = failedReset || failReset, failedGet || failGet
+			mu.Unlock()
+			switch {
+			case failReset:
+				f.ServeHTTP(httptest.NewRecorder(), r) // carried out...
+				redfishError(w, status, "upstream timed out")
+			case failGet:
+				redfishError(w, status, "busy")
+			default:
+				f.ServeHTTP(w, r)
+			}
+		})
+		srv := httptest.NewServer(h)
+		cfg := startFake(t, f)
+		cfg.Endpoint = srv.URL
+		c := dial(t, cfg)
+		err := c.PowerCycle(context.Background())
+		f.mu.Lock()
+		resets := slices.Clone(f.resets)
+		f.mu.Unlock()
+		if len(resets) != 1 || err == nil || !strings.Contains(err.Error(), fmt.Sprint(status)) {
+			t.Errorf("%d after the reset: resets %v, err %v; want one reset and the %d", status, resets, err, status)
+		}
+		if !failedGet {
+			t.Errorf("%d: the system was never read", status)
+		}
+		srv.Close()
+	}
+}
+
+// TestBMCMessageIDOnly: HPE iLO's error entries carry a MessageId and its
+// arguments but no Message; the operator must still read the reason.
+func TestBMCMessageIDOnly(t *testing.T) {
+	se := &schemas.Error{Message: "See @Message.ExtendedInfo for more information.", ExtendedInfos: []schemas.ErrExtendedInfo{
+		{MessageID: "iLO.2.15.PropertyNotWritableOrUnknown", MessageArgs: []string{"BootSourceOverrideMode"}},
+	}}
+	if got, want := bmcMessage(se), "iLO.2.15.PropertyNotWritableOrUnknown(BootSourceOverrideMode)"; got != want {
+		t.Errorf("bmcMessage = %q, want %q", got, want)
 	}
 }

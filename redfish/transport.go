@@ -68,12 +68,18 @@ func (t *transport) CloseIdleConnections() {
 	}
 }
 
-func retryable(status int) bool {
+// retryable reports whether an answer with status may be retried. 409,
+// 429 and 503 say the BMC did not act on the request (busy, or another
+// operation holds the resource), so any method is sent again. 500, 502
+// and 504 say nothing of the kind: the BMC (or a proxy in front of it)
+// may have carried a POST out (a Reset, an InsertMedia) before failing its
+// answer, so only requests that may run twice are sent again.
+func retryable(method string, status int) bool {
 	switch status {
-	case http.StatusConflict, http.StatusTooManyRequests,
-		http.StatusInternalServerError, http.StatusBadGateway,
-		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case http.StatusConflict, http.StatusTooManyRequests, http.StatusServiceUnavailable:
 		return true
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusGatewayTimeout:
+		return method != http.MethodPost
 	}
 	return false
 }
@@ -95,7 +101,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		if !retryable(resp.StatusCode) || !replayable || attempt >= t.retries {
+		if !retryable(req.Method, resp.StatusCode) || !replayable || attempt >= t.retries {
 			return resp, nil
 		}
 		wait := t.backoff << attempt
