@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/stmcginnis/gofish"
@@ -297,8 +298,10 @@ func (c *Client) Close() error {
 }
 
 // do runs fn against the BMC as operation op. A 401 (the session expired
-// or the BMC rebooted) logs in again once and repeats fn; any failure comes
-// back as an *Error.
+// or the BMC rebooted) logs in again once and repeats fn, unless the BMC
+// had already accepted an action during fn (a Reset, an InsertMedia: POSTs,
+// which may not run twice), so the failure is returned instead.
+// Any failure comes back as an *Error.
 func (c *Client) do(ctx context.Context, op string, fn func(api *gofish.APIClient) error) error {
 	c.mu.Lock()
 	closed := c.api == nil
@@ -306,11 +309,18 @@ func (c *Client) do(ctx context.Context, op string, fn func(api *gofish.APIClien
 	if closed {
 		return &Error{BMC: c.cfg.Endpoint, Op: op, Message: "client is closed"}
 	}
+	changes := new(atomic.Int32)
+	ctx = context.WithValue(ctx, changesKey{}, changes)
 	err := fn(c.client(ctx))
 	if err != nil && statusOf(err) == http.StatusUnauthorized && c.cfg.Username != "" {
+		changed := changes.Load() > 0 // before the login's own POST
 		c.log.Info("BMC refused the session; logging in again", "op", op)
 		if lerr := c.login(ctx); lerr != nil {
 			return lerr
+		}
+		if changed {
+			return &Error{BMC: c.cfg.Endpoint, Op: op, Status: http.StatusUnauthorized,
+				Message: "the BMC accepted the change, then ended the session before it could be followed; not repeating it"}
 		}
 		err = fn(c.client(ctx))
 	}
@@ -319,6 +329,10 @@ func (c *Client) do(ctx context.Context, op string, fn func(api *gofish.APIClien
 	}
 	return nil
 }
+
+// changesKey marks a do call's context with the count of actions (POSTs
+// answered 2xx) the BMC accepted in it; the transport counts them.
+type changesKey struct{}
 
 // fail turns any error into an *Error for op, with the BMC's own message
 // (@Message.ExtendedInfo) when it sent one.

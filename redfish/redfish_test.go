@@ -617,3 +617,37 @@ func TestBMCMessageIDOnly(t *testing.T) {
 		t.Errorf("bmcMessage = %q, want %q", got, want)
 	}
 }
+
+// TestSessionLostAfterReset: the BMC accepts a Reset and then drops the
+// session (its web server restarted): the Reset is not sent again after
+// the new login; the operation fails and says why. A session lost before
+// any change is logged into again and the operation repeated.
+func TestSessionLostAfterReset(t *testing.T) {
+	f := newFakeBMC()
+	f.systems[0].power = "On"
+	var once sync.Once
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.ServeHTTP(w, r)
+		if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "ComputerSystem.Reset") {
+			once.Do(f.expireSessions)
+		}
+	})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	cfg := startFake(t, f)
+	cfg.Endpoint = srv.URL
+	c := dial(t, cfg)
+	err := c.PowerCycle(context.Background())
+	f.mu.Lock()
+	resets := slices.Clone(f.resets)
+	f.mu.Unlock()
+	if len(resets) != 1 || err == nil || !strings.Contains(err.Error(), "not repeating") {
+		t.Errorf("resets %v, err %v; want one reset and an error saying it was not repeated", resets, err)
+	}
+	// The new session works, and a session lost before any change is
+	// simply renewed.
+	f.expireSessions()
+	if _, err := c.PowerState(context.Background()); err != nil {
+		t.Errorf("power state after the session was lost again: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -102,6 +103,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		if !retryable(req.Method, resp.StatusCode) || !replayable || attempt >= t.retries {
+			if n, ok := ctx.Value(changesKey{}).(*atomic.Int32); ok && resp.StatusCode < 300 && req.Method == http.MethodPost {
+				n.Add(1)
+			}
 			return resp, nil
 		}
 		wait := t.backoff << attempt
