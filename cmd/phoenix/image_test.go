@@ -403,3 +403,36 @@ func TestImageRmOfflineRespectsHosts(t *testing.T) {
 		t.Errorf("offline rm of a host's version: %s", stderr)
 	}
 }
+
+// TestServeFailedStartAppliesNoHosts: a serve that fails to start (here:
+// its HTTP port is taken) leaves no fleet revision from --hosts behind.
+func TestServeFailedStartAppliesNoHosts(t *testing.T) {
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	os.Mkdir(state, 0o755)
+	ipxe := filepath.Join(dir, "ipxe")
+	os.Mkdir(ipxe, 0o755)
+	writeFile(t, ipxe, "undionly.kpxe", "x")
+	writeFile(t, ipxe, "ipxe.efi", "x")
+	k := writeFile(t, dir, "k", "kernel")
+	run(t, true, "image", "import", "demo:1", "--kernel", k, "--state", state, "--state-allow-shared", "--log-level", "error")
+	hosts := writeFile(t, dir, "hosts.yaml", "hosts:\n- {name: n1, macs: [\"52:54:00:00:00:01\"], image: demo:1}\n")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, stderr := run(t, false, "serve", "--state", state, "--state-allow-shared", "--dhcp", "off", "--server-ip", "127.0.0.1",
+		"--http-addr", busy.Addr().String(), "--tftp-addr", "127.0.0.1:0", "--ipxe-dir", ipxe, "--hosts", hosts, "--log-level", "error")
+	if !strings.Contains(stderr, "http:") {
+		t.Fatalf("serve with its port taken: %s", stderr)
+	}
+	db, err := fleet.OpenStore(filepath.Join(state, "phoenix.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if revs, err := db.Revisions(); err != nil || len(revs) != 0 {
+		t.Errorf("revisions after a failed start: %+v, %v; want none", revs, err)
+	}
+}

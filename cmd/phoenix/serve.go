@@ -223,12 +223,15 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	if err := ctrl.Load(); err != nil {
 		return err
 	}
+	// Checked now, applied only once every other check has passed and
+	// every socket is open: a start that fails must not leave a new fleet
+	// revision behind for the next start to roll out.
+	var hostsData []byte
 	if o.hostsFile != "" {
-		data, err := os.ReadFile(o.hostsFile)
-		if err != nil {
+		if hostsData, err = os.ReadFile(o.hostsFile); err != nil {
 			return fmt.Errorf("hosts file: %w", err)
 		}
-		if _, err := ctrl.Apply(data, "serve --hosts "+o.hostsFile); err != nil {
+		if _, err := ctrl.Plan(hostsData); err != nil {
 			return fmt.Errorf("hosts file %s: %w", o.hostsFile, err)
 		}
 	}
@@ -311,6 +314,9 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	}
 
 	var syslogConn net.PacketConn
+	if o.syslogAddr != "" && o.dhcpMode != "full" {
+		log.Warn("--syslog-addr: senders are matched to hosts through phoenix's own DHCP leases; with --dhcp " + o.dhcpMode + " there are none, so syslog lines are dropped (hosts can still POST their logs)")
+	}
 	if o.syslogAddr != "" {
 		if syslogConn, err = net.ListenPacket("udp", o.syslogAddr); err != nil {
 			return fmt.Errorf("syslog: %w (pass another --syslog-addr, or none)", err)
@@ -363,6 +369,11 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	mux.Handle("GET /ui/", ui)
 	mux.Handle("/", bootSrv.Handler())
 
+	if hostsData != nil {
+		if _, err := ctrl.Apply(hostsData, "serve --hosts "+o.hostsFile); err != nil {
+			return fmt.Errorf("hosts file %s: %w", o.hostsFile, err)
+		}
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return httpboot.ServeHandler(ctx, httpLn, mux, log) })
 	g.Go(func() error { return tftpSrv.Serve(ctx, tftpConn) })
