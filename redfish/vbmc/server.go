@@ -65,6 +65,9 @@ type Server struct {
 	mu       sync.Mutex
 	sessions map[string]*session // by token
 	nextID   int
+	// patching serialises PATCHes per system name, so that If-Match is
+	// checked and the change made as one step.
+	patching sync.Map // name → *sync.Mutex
 }
 
 type session struct {
@@ -469,6 +472,9 @@ func etagOf(v any) string {
 // patchSystem changes the boot override. If-Match is honoured: a stale
 // ETag gets 412 and changes nothing.
 func (s *Server) patchSystem(w http.ResponseWriter, r *http.Request, sys System) {
+	mu, _ := s.patching.LoadOrStore(sys.Info().Name, new(sync.Mutex))
+	mu.(*sync.Mutex).Lock()
+	defer mu.(*sync.Mutex).Unlock()
 	if im := r.Header.Get("If-Match"); im != "" && im != "*" {
 		_, etag, err := s.systemResource(r.Context(), sys)
 		if err != nil {

@@ -590,3 +590,39 @@ func TestServeTLS(t *testing.T) {
 		t.Errorf("certificate names %v lack bmc.example", names)
 	}
 }
+
+// slowOverride holds each SetBootOverride a moment, as a Machine does
+// while an ISO is being inserted.
+type slowOverride struct{ *fakeSystem }
+
+func (s slowOverride) SetBootOverride(o BootOverride) error {
+	time.Sleep(100 * time.Millisecond)
+	return s.fakeSystem.SetBootOverride(o)
+}
+
+// TestIfMatchConcurrent: of two PATCHes carrying the same ETag, one is
+// applied and the other gets 412: the check and the change are one step.
+func TestIfMatchConcurrent(t *testing.T) {
+	sys := slowOverride{newFake("vm01", BIOS)}
+	ts := httptest.NewServer(&Server{Systems: []System{sys}, Username: testUser, Password: testPass})
+	defer ts.Close()
+	sysPath := "/redfish/v1/Systems/vm01"
+	resp, _ := do(t, ts, call{method: "GET", path: sysPath})
+	etag := resp.Header.Get("ETag")
+	codes := make([]int, 2)
+	var wg sync.WaitGroup
+	for i, target := range []string{"Pxe", "Cd"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, _ := do(t, ts, call{method: "PATCH", path: sysPath, header: map[string]string{"If-Match": etag},
+				body: `{"Boot":{"BootSourceOverrideTarget":"` + target + `","BootSourceOverrideEnabled":"Once"}}`})
+			codes[i] = r.StatusCode
+		}()
+	}
+	wg.Wait()
+	slices.Sort(codes)
+	if codes[0] != 200 || codes[1] != 412 {
+		t.Errorf("two PATCHes with one ETag answered %v, want 200 and 412", codes)
+	}
+}
