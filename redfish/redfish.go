@@ -269,10 +269,13 @@ func (c *Client) setAPI(api *gofish.APIClient) {
 	c.mu.Unlock()
 }
 
-func (c *Client) client(ctx context.Context) *gofish.APIClient {
+func (c *Client) client(ctx context.Context) (*gofish.APIClient, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.api.WithContext(ctx)
+	if c.api == nil {
+		return nil, false // closed
+	}
+	return c.api.WithContext(ctx), true
 }
 
 // Close logs out the session, if there is one.
@@ -303,15 +306,14 @@ func (c *Client) Close() error {
 // which may not run twice), so the failure is returned instead.
 // Any failure comes back as an *Error.
 func (c *Client) do(ctx context.Context, op string, fn func(api *gofish.APIClient) error) error {
-	c.mu.Lock()
-	closed := c.api == nil
-	c.mu.Unlock()
-	if closed {
-		return &Error{BMC: c.cfg.Endpoint, Op: op, Message: "client is closed"}
-	}
+	closed := &Error{BMC: c.cfg.Endpoint, Op: op, Message: "client is closed"}
 	changes := new(atomic.Int32)
 	ctx = context.WithValue(ctx, changesKey{}, changes)
-	err := fn(c.client(ctx))
+	api, ok := c.client(ctx)
+	if !ok {
+		return closed
+	}
+	err := fn(api)
 	if err != nil && statusOf(err) == http.StatusUnauthorized && c.cfg.Username != "" {
 		changed := changes.Load() > 0 // before the login's own POST
 		c.log.Info("BMC refused the session; logging in again", "op", op)
@@ -322,7 +324,10 @@ func (c *Client) do(ctx context.Context, op string, fn func(api *gofish.APIClien
 			return &Error{BMC: c.cfg.Endpoint, Op: op, Status: http.StatusUnauthorized,
 				Message: "the BMC accepted the change, then ended the session before it could be followed; not repeating it"}
 		}
-		err = fn(c.client(ctx))
+		if api, ok = c.client(ctx); !ok {
+			return closed
+		}
+		err = fn(api)
 	}
 	if err != nil {
 		return c.fail(op, err)
