@@ -589,22 +589,29 @@ func TestResetNotReplayedAfter5xx(t *testing.T) {
 				f.ServeHTTP(w, r)
 			}
 		})
-		srv := httptest.NewServer(h)
-		cfg := startFake(t, f)
-		cfg.Endpoint = srv.URL
-		c := dial(t, cfg)
-		err := c.PowerCycle(context.Background())
-		f.mu.Lock()
-		resets := slices.Clone(f.resets)
-		f.mu.Unlock()
+		_, resets, err := cycleBehind(t, f, h)
 		if len(resets) != 1 || err == nil || !strings.Contains(err.Error(), fmt.Sprint(status)) {
 			t.Errorf("%d after the reset: resets %v, err %v; want one reset and the %d", status, resets, err, status)
 		}
 		if !failedGet {
 			t.Errorf("%d: the system was never read", status)
 		}
-		srv.Close()
 	}
+}
+
+// cycleBehind runs one PowerCycle against f with h in front of it, and
+// returns the client, the resets f saw and PowerCycle's error.
+func cycleBehind(t *testing.T, f *fakeBMC, h http.Handler) (*Client, []string, error) {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	cfg := startFake(t, f)
+	cfg.Endpoint = srv.URL
+	c := dial(t, cfg)
+	err := c.PowerCycle(context.Background())
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return c, slices.Clone(f.resets), err
 }
 
 // TestBMCMessageIDOnly: HPE iLO's error entries carry a MessageId and its
@@ -632,15 +639,7 @@ func TestSessionLostAfterReset(t *testing.T) {
 			once.Do(f.expireSessions)
 		}
 	})
-	srv := httptest.NewServer(h)
-	defer srv.Close()
-	cfg := startFake(t, f)
-	cfg.Endpoint = srv.URL
-	c := dial(t, cfg)
-	err := c.PowerCycle(context.Background())
-	f.mu.Lock()
-	resets := slices.Clone(f.resets)
-	f.mu.Unlock()
+	c, resets, err := cycleBehind(t, f, h)
 	if len(resets) != 1 || err == nil || !strings.Contains(err.Error(), "not repeating") {
 		t.Errorf("resets %v, err %v; want one reset and an error saying it was not repeated", resets, err)
 	}

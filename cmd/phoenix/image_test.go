@@ -173,16 +173,22 @@ func TestImageCommandsOffline(t *testing.T) {
 	}
 }
 
-// TestImageCommandsOnline runs the CLI against a running server's API,
-// with its token, and checks --state is refused while the server runs.
-func TestImageCommandsOnline(t *testing.T) {
-	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
+// serveDirs makes what serve needs in a temp dir: a state directory and
+// an iPXE directory with stand-ins for the boot files.
+func serveDirs(t *testing.T) (dir, state, ipxe string) {
+	dir = t.TempDir()
+	state, ipxe = filepath.Join(dir, "state"), filepath.Join(dir, "ipxe")
 	os.Mkdir(state, 0o755)
-	ipxe := filepath.Join(dir, "ipxe")
 	os.Mkdir(ipxe, 0o755)
 	writeFile(t, ipxe, "undionly.kpxe", "x")
 	writeFile(t, ipxe, "ipxe.efi", "x")
+	return dir, state, ipxe
+}
+
+// TestImageCommandsOnline runs the CLI against a running server's API,
+// with its token, and checks --state is refused while the server runs.
+func TestImageCommandsOnline(t *testing.T) {
+	dir, state, ipxe := serveDirs(t)
 	port := freePort(t)
 	srv := phoenixCmd("serve", "--state", state, "--state-allow-shared", "--dhcp", "off", "--server-ip", "127.0.0.1",
 		"--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--tftp-addr", "127.0.0.1:0", "--ipxe-dir", ipxe, "--log-level", "warn")
@@ -407,13 +413,7 @@ func TestImageRmOfflineRespectsHosts(t *testing.T) {
 // TestServeFailedStartAppliesNoHosts: a serve that fails to start (here:
 // its HTTP port is taken) leaves no fleet revision from --hosts behind.
 func TestServeFailedStartAppliesNoHosts(t *testing.T) {
-	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
-	os.Mkdir(state, 0o755)
-	ipxe := filepath.Join(dir, "ipxe")
-	os.Mkdir(ipxe, 0o755)
-	writeFile(t, ipxe, "undionly.kpxe", "x")
-	writeFile(t, ipxe, "ipxe.efi", "x")
+	dir, state, ipxe := serveDirs(t)
 	k := writeFile(t, dir, "k", "kernel")
 	run(t, true, "image", "import", "demo:1", "--kernel", k, "--state", state, "--state-allow-shared", "--log-level", "error")
 	hosts := writeFile(t, dir, "hosts.yaml", "hosts:\n- {name: n1, macs: [\"52:54:00:00:00:01\"], image: demo:1}\n")
