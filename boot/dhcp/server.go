@@ -66,9 +66,10 @@ type state struct {
 	// pending holds the addresses whose lease is being written to the
 	// store, and for which MAC; guarded by Server.mu.
 	pending map[uint32]string
-	// writes orders a plain (non-LeaseQueue) store's writes per MAC;
-	// guarded by Server.mu.
-	writes map[string]*macWrites
+	// writes orders a plain (non-LeaseQueue) store's writes per MAC; an
+	// entry lives while a write of its MAC is pending.
+	writesMu sync.Mutex
+	writes   map[string]*macWrites
 }
 
 // macWrites orders one MAC's writes to a store that has no queue of its
@@ -83,8 +84,10 @@ type macWrites struct {
 }
 
 // plainWrite numbers a write of mac decided now (the caller holds
-// Server.mu) and returns it wrapped in that order.
+// Server.mu, so numbers follow the decisions) and returns it wrapped in
+// that order.
 func (st *state) plainWrite(mac string, write func() error) func() error {
+	st.writesMu.Lock()
 	if st.writes == nil {
 		st.writes = map[string]*macWrites{}
 	}
@@ -94,13 +97,20 @@ func (st *state) plainWrite(mac string, write func() error) func() error {
 		st.writes[mac] = w
 	}
 	n := w.latest.Add(1)
+	st.writesMu.Unlock()
 	return func() error {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		if w.latest.Load() != n {
 			return nil // superseded by a later decision for this MAC
 		}
-		return write()
+		err := write()
+		st.writesMu.Lock()
+		if w.latest.Load() == n {
+			delete(st.writes, mac) // nothing else pending for mac
+		}
+		st.writesMu.Unlock()
+		return err
 	}
 }
 
