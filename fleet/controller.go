@@ -359,7 +359,11 @@ func (c *Controller) mergeReports() {
 			}
 			continue
 		}
-		if old, ok := c.reports[r.MAC]; !ok || !r.Time.Before(old.Time) {
+		old, ok := c.reports[r.MAC]
+		if !ok && len(c.reports) >= maxReports {
+			continue // as the store: a flood of made-up MACs
+		}
+		if !ok || !r.Time.Before(old.Time) {
 			c.reports[r.MAC] = r
 		}
 	}

@@ -141,3 +141,33 @@ func TestDiscoveredBounded(t *testing.T) {
 		t.Errorf("new MAC once a stale one can go: %v", err)
 	}
 }
+
+// TestReportsBounded: reports of made-up MACs fill the store only up to
+// its limit; a MAC already kept still gets its newer report recorded.
+func TestReportsBounded(t *testing.T) {
+	defer func(n int) { maxReports = n }(maxReports)
+	maxReports = 50
+	s, err := OpenStoreWith(filepath.Join(t.TempDir(), "phoenix.db"), StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	report := func(i int, digest string) error {
+		return s.RecordReport(ctx, httpboot.Report{MAC: net.HardwareAddr{0x52, 0x54, 0, 0, 0, byte(i)}, Digest: digest, Time: time.Now()})
+	}
+	for i := range maxReports {
+		if err := report(i, "sha256:a"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := report(maxReports, "sha256:a"); !errors.Is(err, ErrReportsFull) {
+		t.Errorf("report of a new MAC beyond the limit: %v, want ErrReportsFull", err)
+	}
+	if err := report(0, "sha256:b"); err != nil {
+		t.Errorf("newer report of a kept MAC: %v", err)
+	}
+	if reps, _ := s.Reports(); len(reps) != maxReports || reps["52:54:00:00:00:00"].Digest != "sha256:b" {
+		t.Errorf("%d reports kept, first %+v", len(reps), reps["52:54:00:00:00:00"])
+	}
+}

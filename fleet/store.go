@@ -133,10 +133,24 @@ func (s *Store) RecordReport(_ context.Context, r httpboot.Report) error {
 	if err != nil {
 		return err
 	}
+	key := []byte(r.MAC.String())
 	return s.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketReports).Put([]byte(r.MAC.String()), v)
+		b := tx.Bucket(bucketReports)
+		if b.Get(key) == nil && b.Stats().KeyN >= maxReports {
+			return ErrReportsFull
+		}
+		return b.Put(key, v)
 	})
 }
+
+// maxReports bounds the MACs whose latest report is kept: anyone who can
+// reach the HTTP port may post reports, for made-up MACs too. It is far
+// above any fleet's MAC count (a variable for tests).
+var maxReports = 65536
+
+// ErrReportsFull is returned by RecordReport for a MAC not seen before
+// when the reports of maxReports MACs are kept already.
+var ErrReportsFull = errors.New("reports: the limit of MACs kept is reached; a report of a new MAC is not recorded")
 
 // Discovered is an unknown MAC that asked for a boot script.
 type Discovered struct {
