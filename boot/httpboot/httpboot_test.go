@@ -464,6 +464,13 @@ func TestReport(t *testing.T) {
 	if len(e.events) != 1 || e.events[0].Kind != EventReport || e.events[0].Digest != digest {
 		t.Errorf("events %+v", e.events)
 	}
+	// A web page cannot post one through an operator's browser.
+	for _, hdr := range [][]string{{"Origin", "http://evil.example"}, {"Sec-Fetch-Site", "cross-site"}} {
+		resp = e.do(t, "POST", "/api/v1/report", strings.NewReader(body), hdr...)
+		if resp.StatusCode != http.StatusForbidden || len(e.rec.reports) != 1 {
+			t.Errorf("report with %s: %d, %d reports", hdr[0], resp.StatusCode, len(e.rec.reports))
+		}
+	}
 }
 
 // TestFailureReport: a host that could not boot its image says why; the

@@ -90,8 +90,24 @@ func checkReportError(e string) error {
 	return nil
 }
 
+// FromBrowser reports whether r was sent by a web browser on behalf of a
+// page (it carries Origin or Sec-Fetch-Site, which browsers add and
+// scripts cannot remove). Routes that hosts post to without a token
+// refuse such requests: otherwise any web page an operator opens could
+// post forged reports or logs to phoenix through the operator's browser
+// (a form or no-cors fetch needs no permission). Hosts' own clients
+// (wget, curl, agents) send neither header.
+func FromBrowser(r *http.Request) bool {
+	return r.Header.Get("Origin") != "" || r.Header.Get("Sec-Fetch-Site") != ""
+}
+
 func (s *Server) serveReport(w http.ResponseWriter, r *http.Request) {
 	log := s.log().With("ip", remoteIP(r))
+	if FromBrowser(r) {
+		log.Warn("report refused: sent by a web browser", "origin", r.Header.Get("Origin"))
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "reports come from hosts, not from web pages"})
+		return
+	}
 	// The server has no ReadTimeout (it would apply to downloads' requests
 	// too), so bound this body's arrival here. Not every ResponseWriter
 	// supports deadlines; without one the size limit still holds.

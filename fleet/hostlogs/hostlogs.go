@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/phoenixboot/phoenix/boot/httpboot"
 )
 
 // DefaultMaxBytes is the default cap of one host's current log file.
@@ -118,6 +120,10 @@ func (s *Store) Register(mux *http.ServeMux) {
 }
 
 func (s *Store) post(w http.ResponseWriter, r *http.Request) {
+	if httpboot.FromBrowser(r) {
+		http.Error(w, "logs come from hosts, not from web pages", http.StatusForbidden)
+		return
+	}
 	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPost))
 	if err != nil {
 		http.Error(w, "log upload too large or cut: "+err.Error(), http.StatusRequestEntityTooLarge)

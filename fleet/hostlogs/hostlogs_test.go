@@ -50,6 +50,12 @@ func TestHTTP(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("oversized upload: %s", resp.Status)
 	}
+	// A web page cannot post through an operator's browser.
+	req, _ := http.NewRequest("POST", srv.URL+"/api/v1/hosts/n1/logs", strings.NewReader("forged\n"))
+	req.Header.Set("Origin", "http://evil.example")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Errorf("post with an Origin: %v %v", resp.Status, err)
+	}
 }
 
 func TestSyslog(t *testing.T) {
