@@ -204,28 +204,14 @@ func (spec ImportSpec) baseConfig(now time.Time) (imageConfig, error) {
 		Created:     spec.Created,
 		Description: spec.Description,
 	}
-	if err := checkName(c.Name); err != nil {
-		return c, err
-	}
-	if err := checkVersion(c.Version); err != nil {
-		return c, err
-	}
 	if c.Arch == "" {
 		c.Arch = DefaultArch
-	}
-	if !archRE.MatchString(c.Arch) {
-		return c, fmt.Errorf("bad arch %q: want a GOARCH-style name like amd64 or arm64", c.Arch)
 	}
 	if c.Mode == "" {
 		c.Mode = ModeMemory
 	}
-	if c.Mode != ModeMemory && c.Mode != ModeDisk {
-		return c, fmt.Errorf("bad mode %q: want %q or %q", c.Mode, ModeMemory, ModeDisk)
-	}
-	// The command line ends up inside an iPXE script line; a control
-	// character there is never intended and could end the line.
-	if i := strings.IndexFunc(c.Cmdline, func(r rune) bool { return r < 0x20 || r == 0x7f }); i >= 0 {
-		return c, fmt.Errorf("bad cmdline: control character at byte %d", i)
+	if err := c.check(); err != nil {
+		return c, err
 	}
 	if c.Created.IsZero() {
 		c.Created = now
@@ -234,6 +220,29 @@ func (spec ImportSpec) baseConfig(now time.Time) (imageConfig, error) {
 	c.Created = c.Created.UTC().Truncate(time.Second)
 
 	return c, nil
+}
+
+// check checks a config's fields, whoever wrote it (an import here, or
+// the phoenix that pushed a pulled version).
+func (c imageConfig) check() error {
+	if err := checkName(c.Name); err != nil {
+		return err
+	}
+	if err := checkVersion(c.Version); err != nil {
+		return err
+	}
+	if !archRE.MatchString(c.Arch) {
+		return fmt.Errorf("bad arch %q: want a GOARCH-style name like amd64 or arm64", c.Arch)
+	}
+	if c.Mode != ModeMemory && c.Mode != ModeDisk {
+		return fmt.Errorf("bad mode %q: want %q or %q", c.Mode, ModeMemory, ModeDisk)
+	}
+	// The command line ends up inside an iPXE script line; a control
+	// character there is never intended and could end the line.
+	if i := strings.IndexFunc(c.Cmdline, func(r rune) bool { return r < 0x20 || r == 0x7f }); i >= 0 {
+		return fmt.Errorf("bad cmdline: control character at byte %d", i)
+	}
+	return nil
 }
 
 // checkRoles checks that present names only known roles and every role

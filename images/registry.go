@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"syscall"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -64,6 +65,22 @@ func (s *Store) Pull(ctx context.Context, src, localRef string, insecure bool, o
 	if m.Config.MediaType != ConfigMediaType {
 		return Image{}, fmt.Errorf("pull %s: config media type %q: not a phoenix image", src, m.Config.MediaType)
 	}
+	// Sizes are the registry's word until the bytes are in: refuse what
+	// could not be a phoenix config, or a layer bigger than the state
+	// volume can hold, before reading anything.
+	if m.Config.Size <= 0 || m.Config.Size > maxConfigSize {
+		return Image{}, fmt.Errorf("pull %s: config of %d bytes: a phoenix config is 1 to %d", src, m.Config.Size, maxConfigSize)
+	}
+	var total int64
+	for _, l := range m.Layers {
+		if l.Size < 0 {
+			return Image{}, fmt.Errorf("pull %s: layer %s: size %d", src, l.Digest, l.Size)
+		}
+		total += l.Size
+	}
+	if free, err := freeBytes(s.tmp); err == nil && total > free {
+		return Image{}, fmt.Errorf("pull %s: its layers take %d bytes, the state volume has %d free", src, total, free)
+	}
 	ri, err := desc.Image()
 	if err != nil {
 		return Image{}, fmt.Errorf("pull %s: %w", src, err)
@@ -83,7 +100,18 @@ func (s *Store) Pull(ctx context.Context, src, localRef string, insecure bool, o
 	if localRef != "" && localRef != ref {
 		return Image{}, fmt.Errorf("pull %s: it is %s, not %s (name and version are part of the signed digest)", src, ref, localRef)
 	}
-	if _, err := toImage(desc.Digest, m, cfg); err != nil {
+	img, err := toImage(desc.Digest, m, cfg)
+	if err == nil {
+		err = cfg.check()
+	}
+	if err == nil {
+		present := map[string]bool{}
+		for _, a := range img.Artifacts {
+			present[a.Role] = true
+		}
+		err = checkRoles(cfg.Mode, present)
+	}
+	if err != nil {
 		return Image{}, fmt.Errorf("pull %s: %w", src, err)
 	}
 
@@ -93,15 +121,19 @@ func (s *Store) Pull(ctx context.Context, src, localRef string, insecure bool, o
 		if mediaTypeRole(l.MediaType) == "" {
 			return Image{}, fmt.Errorf("pull %s: layer %s: unknown media type %q", src, l.Digest, l.MediaType)
 		}
-		if _, err := s.blobSize(l.Digest); err == nil {
+		if size, err := s.blobSize(l.Digest); err == nil {
+			if size != l.Size {
+				// The size becomes the artifact's, and a disk's size
+				// tells the installer how much to read back.
+				return Image{}, fmt.Errorf("pull %s: layer %s: manifest says %d bytes, the stored blob has %d", src, l.Digest, l.Size, size)
+			}
 			continue // dedupe: already here
 		}
 		if err := s.pullLayer(ctx, ri, l); err != nil {
 			return Image{}, fmt.Errorf("pull %s: layer %s: %w", src, l.Digest, err)
 		}
 	}
-	img, err := s.publishVersion(ctx, desc.Manifest, rawCfg, cfg, false)
-	if err != nil {
+	if img, err = s.publishVersion(ctx, desc.Manifest, rawCfg, cfg, false); err != nil {
 		return Image{}, fmt.Errorf("pull %s: image %s: %w", src, ref, err)
 	}
 	return img, nil
@@ -117,7 +149,13 @@ func (s *Store) pullLayer(ctx context.Context, ri v1.Image, l v1.Descriptor) err
 		return err
 	}
 	defer rc.Close()
-	h, _, err := s.writeBlob(ctx, io.Reader(rc), l.Size)
+	// At most one byte beyond the declared size: writeBlob then refuses
+	// the length instead of filling the volume.
+	r, err := checkContent(mediaTypeRole(l.MediaType), io.LimitReader(rc, l.Size+1))
+	if err != nil {
+		return err
+	}
+	h, _, err := s.writeBlob(ctx, r, l.Size)
 	if err != nil {
 		return err
 	}
@@ -125,6 +163,18 @@ func (s *Store) pullLayer(ctx context.Context, ri v1.Image, l v1.Descriptor) err
 		return fmt.Errorf("content has digest %s", h)
 	}
 	return nil
+}
+
+// maxConfigSize bounds a pulled config blob: it is read into memory.
+const maxConfigSize = 1 << 20
+
+// freeBytes is the space left to unprivileged writers on dir's file system.
+func freeBytes(dir string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * st.Bsize, nil
 }
 
 func nameOptions(insecure bool) []name.Option {
