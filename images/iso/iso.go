@@ -22,6 +22,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
@@ -157,6 +158,13 @@ func checkDescriptors(r io.ReaderAt, size int64) ([]patch, error) {
 				return nil, fmt.Errorf("truncated: %d of %d bytes", size, want)
 			}
 			sawPrimary = true
+			// go-diskfs sizes its read of the root directory from the
+			// root's own "." record, not from this descriptor: make it
+			// say the size checked above (both byte orders).
+			dot := make([]byte, 8)
+			binary.LittleEndian.PutUint32(dot[0:4], uint32(rootSize))
+			binary.BigEndian.PutUint32(dot[4:8], uint32(rootSize))
+			patches = append(patches, patch{int64(rootLoc)*sectorSize + 10, dot})
 			// One path table record, the root (number 1, its own parent),
 			// then a zero that ends the table.
 			rec := make([]byte, min(ptSize, 12))
@@ -194,15 +202,32 @@ func (f patchedFile) ReadAt(b []byte, off int64) (int, error) {
 
 // guard runs fn and turns a panic into an error: go-diskfs indexes slices
 // with lengths read from the image, and a corrupt image must not crash the
-// server.
-func guard(fn func() error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("corrupt image: %v", r)
-		}
+// caller. It also gives fn guardTimeout: go-diskfs v1.9.4 follows Rock
+// Ridge continuation areas without bound, so a crafted image can keep it
+// looping (and allocating) for ever. The goroutine left behind ends with
+// the process: ISOs are read by the CLI (image import --iso), which exits
+// on the error.
+func guard(fn func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- fmt.Errorf("corrupt image: %v", r)
+			}
+		}()
+		done <- fn()
 	}()
-	return fn()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(guardTimeout):
+		return fmt.Errorf("corrupt image: not read within %s (a loop in its directory records?)", guardTimeout)
+	}
 }
+
+// guardTimeout bounds one go-diskfs call; a real ISO's directory is read
+// in milliseconds (a variable for tests).
+var guardTimeout = 30 * time.Second
 
 // Close closes the image file. Section readers returned by File stop working.
 func (i *ISO) Close() error {

@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/diskfs/go-diskfs/backend/file"
 	"github.com/diskfs/go-diskfs/filesystem/iso9660"
@@ -493,4 +495,60 @@ func readAll(t *testing.T, i *ISO, p string) []byte {
 		t.Fatalf("File(%q): read %d of %d bytes: %v", p, len(b), n, err)
 	}
 	return b
+}
+
+// TestCraftedRoot: two crafted ISOs that go-diskfs v1.9.4 cannot survive
+// on its own: a root "." record claiming 4 GiB (it sized its buffer from
+// it), and a Rock Ridge continuation area pointing at itself (it looped
+// for ever). Both end quickly and without the allocation.
+func TestCraftedRoot(t *testing.T) {
+	defer func(d time.Duration) { guardTimeout = d }(guardTimeout)
+	guardTimeout = 2 * time.Second
+	const root = 19 // tinyISO's root directory sector
+	ce := func(loc, off, length uint32) []byte {
+		b := make([]byte, 28)
+		copy(b, "CE")
+		b[2], b[3] = 28, 1
+		for i, v := range []uint32{loc, off, length} {
+			binary.LittleEndian.PutUint32(b[4+8*i:], v)
+			binary.BigEndian.PutUint32(b[8+8*i:], v)
+		}
+		return b
+	}
+	huge := tinyISO("kernel", "initrd")
+	binary.LittleEndian.PutUint32(huge[root*sectorSize+10:], 0xFFFFF000)
+	binary.BigEndian.PutUint32(huge[root*sectorSize+14:], 0xFFFFF000)
+
+	loop := tinyISO("kernel", "initrd")
+	sec := loop[root*sectorSize : (root+1)*sectorSize]
+	dot := append(append([]byte(nil), sec[:34]...), ce(1, 0, 28)...)
+	dot[0] = byte(len(dot))
+	rest := append([]byte(nil), sec[34:34+34+40]...)
+	clear(sec)
+	copy(sec, dot)
+	copy(sec[len(dot):], rest)
+	copy(loop[sectorSize:], ce(1, 0, 28))
+
+	for name, img := range map[string][]byte{"root size": huge, "continuation loop": loop} {
+		p := filepath.Join(t.TempDir(), "crafted.iso")
+		if err := os.WriteFile(p, img, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		i, err := Open(p)
+		if err == nil {
+			_, err = i.Detect()
+			i.Close()
+		}
+		runtime.ReadMemStats(&after)
+		if grew := (after.TotalAlloc - before.TotalAlloc) >> 20; grew > 512 {
+			t.Errorf("%s: allocated %d MiB", name, grew)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("%s: took %s", name, took)
+		}
+		t.Logf("%s: %v", name, err)
+	}
 }
