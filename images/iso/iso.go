@@ -54,6 +54,9 @@ type ISO struct {
 
 	mu   sync.Mutex
 	dirs map[string][]iofs.DirEntry // by real path, "." for the root
+	// stuck is set once a read of the image did not finish (guard): the
+	// read goes on, so the image is not read again.
+	stuck error
 }
 
 // Open opens the ISO image at path. A file that is not an ISO 9660 image, is
@@ -221,9 +224,13 @@ func guard(fn func() error) error {
 	case err := <-done:
 		return err
 	case <-time.After(guardTimeout):
-		return fmt.Errorf("corrupt image: not read within %s (a loop in its directory records?)", guardTimeout)
+		return fmt.Errorf("corrupt image: %w within %s (a loop in its directory records?)", errNotRead, guardTimeout)
 	}
 }
+
+// errNotRead is guard's error for a call that did not finish: the call
+// still runs, so nothing may call go-diskfs on that image again.
+var errNotRead = errors.New("not read")
 
 // guardTimeout bounds one go-diskfs call; a real ISO's directory is read
 // in milliseconds (a variable for tests).
@@ -348,6 +355,9 @@ func splitPath(p string) []string {
 func (i *ISO) readDir(dir string) ([]iofs.DirEntry, error) {
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	if i.stuck != nil {
+		return nil, i.stuck
+	}
 	if entries, ok := i.dirs[dir]; ok {
 		return entries, nil
 	}
@@ -358,7 +368,11 @@ func (i *ISO) readDir(dir string) ([]iofs.DirEntry, error) {
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%w: directory %s: %v", ErrNotISO, dir, err)
+		err = fmt.Errorf("%w: directory %s: %w", ErrNotISO, dir, err)
+		if errors.Is(err, errNotRead) {
+			i.stuck = err
+		}
+		return nil, err
 	}
 	i.dirs[dir] = entries
 	return entries, nil
