@@ -21,6 +21,14 @@ func TestToken(t *testing.T) {
 	if again != tok {
 		t.Fatal("token changed on reload")
 	}
+	// A token whose mode was lost (restored from a backup) is made private.
+	os.Chmod(path, 0o644)
+	if again, err := LoadOrCreateToken(path); err != nil || again != tok {
+		t.Fatalf("reload of a 0644 token: %q, %v", again, err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("token mode after reload %v, want 0600", fi.Mode())
+	}
 	h := RequireToken(tok, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }))
 	for _, tc := range []struct {
 		method, auth string

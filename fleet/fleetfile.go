@@ -468,6 +468,11 @@ func (p *fileParser) parse(data []byte) *File {
 	p.applyPolicyDefaults(&f.Policy, policySet)
 
 	var drafts []hostDraft
+	if hostsNode == nil {
+		// An empty body (a truncated upload, `apply -f -` on empty stdin)
+		// must not remove every host: that takes an explicit list.
+		p.errs = append(p.errs, &lineError{msg: "no hosts: a fleet file lists its hosts (`hosts: []` removes them all)"})
+	}
 	if hostsNode != nil {
 		if hostsNode.Kind != yaml.SequenceNode {
 			if hostsNode.Tag != "!!null" {

@@ -80,7 +80,12 @@ func TestParseFile(t *testing.T) {
 					t.Errorf("got %+v", f)
 				}
 			}},
-		{name: "empty", yaml: ""},
+		{name: "empty", yaml: "", wantErr: []string{"no hosts: a fleet file lists its hosts"}},
+		{name: "no hosts, explicitly", yaml: "hosts: []\n", check: func(t *testing.T, f *File) {
+			if len(f.Hosts) != 0 {
+				t.Errorf("got %+v", f)
+			}
+		}},
 		{name: "full", yaml: `
 defaults:
   image: demo@stable
@@ -129,7 +134,7 @@ hosts:
 				t.Errorf("policy %+v, want %+v", f.Policy, want)
 			}
 		}},
-		{name: "batch alone sets max_unavailable", yaml: "policy: {batch: 5}\n", check: func(t *testing.T, f *File) {
+		{name: "batch alone sets max_unavailable", yaml: "policy: {batch: 5}\nhosts: []\n", check: func(t *testing.T, f *File) {
 			if f.Policy.MaxUnavailable != 5 || f.Policy.Batch != 5 {
 				t.Errorf("policy %+v", f.Policy)
 			}

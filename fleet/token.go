@@ -27,6 +27,13 @@ func LoadOrCreateToken(path string) (string, error) {
 		if len(tok) < 32 {
 			return "", fmt.Errorf("token %s: too short; delete it to have a new one made", path)
 		}
+		// A token restored from a backup or copied by hand may have
+		// lost its mode: it is the key to every change.
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(path, 0o600); err != nil {
+				return "", fmt.Errorf("token %s is readable by others (mode %v) and cannot be made private: %w", path, fi.Mode().Perm(), err)
+			}
+		}
 		return tok, nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
