@@ -8,6 +8,7 @@
 package hostlogs
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -94,23 +95,51 @@ func (s *Store) Append(host string, data []byte) error {
 // Read returns host's kept log (previous file first), at most max bytes
 // from the end.
 func (s *Store) Read(host string, max int64) ([]byte, error) {
+	var buf bytes.Buffer
+	err := s.Copy(&buf, host, max)
+	return buf.Bytes(), err
+}
+
+// Copy writes host's kept log (previous file first), at most max bytes
+// from the end, to w. It streams from the files, so a slow reader holds
+// two open files, not a copy of the log.
+func (s *Store) Copy(w io.Writer, host string, max int64) error {
 	if !nameRE.MatchString(host) {
-		return nil, fmt.Errorf("host %q: bad name", host)
+		return fmt.Errorf("host %q: bad name", host)
 	}
+	// The files are opened, and their sizes taken, under the lock: a
+	// rotation afterwards renames them, and the open files still read
+	// what they held.
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	var out []byte
+	var readers []io.Reader
+	var total int64
 	for _, name := range []string{"log.1.txt", "log.txt"} {
-		b, err := os.ReadFile(filepath.Join(s.Dir, host, name))
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, err
+		f, err := os.Open(filepath.Join(s.Dir, host, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
 		}
-		out = append(out, b...)
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			s.mu.Unlock()
+			return err
+		}
+		readers = append(readers, io.LimitReader(f, fi.Size()))
+		total += fi.Size()
 	}
-	if max > 0 && int64(len(out)) > max {
-		out = out[int64(len(out))-max:]
+	s.mu.Unlock()
+	r := io.MultiReader(readers...)
+	if max > 0 && total > max {
+		if _, err := io.CopyN(io.Discard, r, total-max); err != nil {
+			return err
+		}
 	}
-	return out, nil
+	_, err := io.Copy(w, r)
+	return err
 }
 
 // Register adds POST (hosts, no token: they hold none) and GET routes.
@@ -143,13 +172,15 @@ func (s *Store) post(w http.ResponseWriter, r *http.Request) {
 
 func (s *Store) get(w http.ResponseWriter, r *http.Request) {
 	max, _ := strconv.ParseInt(r.URL.Query().Get("tail"), 10, 64)
-	b, err := s.Read(r.PathValue("name"), max)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+	host := r.PathValue("name")
+	if !nameRE.MatchString(host) {
+		http.Error(w, fmt.Sprintf("host %q: bad name", host), http.StatusBadRequest)
 		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Write(b)
+	if err := s.Copy(w, host, max); err != nil && s.Log != nil {
+		s.Log.Warn("host log read", "host", host, "err", err) // mid-answer: no status to give
+	}
 }
 
 // ParseSyslog extracts the facility/severity priority and message of one

@@ -22,6 +22,11 @@ func TestAppendCap(t *testing.T) {
 	if err != nil || len(b) > 200 || len(b) < 100 {
 		t.Fatalf("kept %d bytes, %v", len(b), err)
 	}
+	// The tail spans both files, newest last.
+	s.Append("n1", []byte("END"))
+	if tail, err := s.Read("n1", 13); err != nil || string(tail) != "0123456789END" {
+		t.Errorf("tail 13 = %q, %v", tail, err)
+	}
 	if err := s.Append("other", []byte("x")); err == nil {
 		t.Fatal("unknown host accepted")
 	}
