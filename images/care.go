@@ -220,7 +220,7 @@ func (s *Store) Remove(ctx context.Context, ref string, users func(digest string
 		// cannot be loaded, but its entry can still go: then GC may
 		// sweep again, and a re-import brings the version back whole.
 		var ok bool
-		if img, ok = brokenEntry(im, ref); !ok {
+		if img, ok = indexEntry(im, ref); !ok {
 			return Image{}, resolveErr
 		}
 	}
@@ -241,9 +241,9 @@ func (s *Store) Remove(ctx context.Context, ref string, users func(digest string
 	return img, nil
 }
 
-// brokenEntry returns what the index says of the version named ref
+// indexEntry returns what the index says of the version named ref
 // (NAME:VERSION) without loading it.
-func brokenEntry(im *v1.IndexManifest, ref string) (Image, bool) {
+func indexEntry(im *v1.IndexManifest, ref string) (Image, bool) {
 	name, version, err := ParseRef(ref)
 	if err != nil {
 		return Image{}, false

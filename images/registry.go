@@ -115,6 +115,13 @@ func (s *Store) Pull(ctx context.Context, src, localRef string, insecure bool, o
 		return Image{}, fmt.Errorf("pull %s: %w", src, err)
 	}
 
+	// A different version under the same name is refused by the publish
+	// at the end anyway; refusing it now saves downloading its layers.
+	if im, err := s.readIndex(); err == nil {
+		if old, ok := indexEntry(im, ref); ok && old.Digest != desc.Digest.String() {
+			return Image{}, fmt.Errorf("pull %s: image %s: %w (published as %s)", src, ref, ErrImmutable, old.Digest)
+		}
+	}
 	s.importing.RLock()
 	defer s.importing.RUnlock()
 	for _, l := range m.Layers {
