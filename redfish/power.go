@@ -103,8 +103,12 @@ func (c *Client) powerOff(ctx context.Context, api *gofish.APIClient, graceful t
 
 // PowerCycle makes the system boot afresh: a system that is off is
 // powered on; one that is on gets ForceRestart, or PowerCycle, or ForceOff
-// then On where the BMC allows neither. It returns when the BMC reports
-// the system on again.
+// then On where the BMC allows neither. It returns once the BMC has
+// accepted the reset (and its task, if it made one, has finished) and
+// reports the system on. A restart may never show as Off to polling, so
+// on a BMC that acts asynchronously this can be before the host has gone
+// down: callers judge the reboot by what the host reports next, not by
+// when this returns.
 func (c *Client) PowerCycle(ctx context.Context) error {
 	return c.do(ctx, "power cycle", func(api *gofish.APIClient) error {
 		s, err := c.system(api)
