@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -98,6 +100,9 @@ type Controller struct {
 	// a step, until a pass takes it (checkStep); guarded by mu. Failures are not what a
 	// host runs, so they never enter reports or the store.
 	failures map[string]Report
+	// unapplied holds the BMC answers of a pass that failed to commit,
+	// for the next pass; guarded by mu.
+	unapplied []bmcResult
 
 	wakeCh  chan struct{}
 	results chan bmcResult
@@ -611,11 +616,20 @@ func (c *Controller) reconcile(ctx context.Context, results []bmcResult) time.Ti
 	c.mu.Lock()
 	p := c.newPass(c.now())
 	c.mergeReports()
+	results = append(c.unapplied, results...)
+	c.unapplied = nil
+	failures := maps.Clone(c.failures) // checkStep takes from it
 	for _, r := range results {
 		c.applyResult(p, r)
 	}
 	c.evaluate(p)
 	err := p.commit()
+	if err != nil {
+		// Nothing of the pass is kept: the BMC answers and failure
+		// reports it took in go to the next one, or steps would wait for
+		// their deadlines instead.
+		c.unapplied, c.failures = slices.Clone(results), failures
+	}
 	c.mu.Unlock()
 	if err != nil {
 		c.log().Error("fleet pass not committed; retrying", "err", err)

@@ -222,3 +222,41 @@ func TestReleaseWaitsForPowerAction(t *testing.T) {
 		t.Errorf("release after the power-off: %v", err)
 	}
 }
+
+// flakyCommits fails the next n commits.
+type flakyCommits struct {
+	StateStore
+	n int
+}
+
+func (f *flakyCommits) Commit(c Change) error {
+	if f.n > 0 {
+		f.n--
+		return errors.New("disk full")
+	}
+	return f.StateStore.Commit(c)
+}
+
+// TestFailedCommitKeepsFailureReport: a pass that takes in a host's
+// failure report and then fails to commit must leave the report for the
+// next pass, not drop it (the attempt would then wait for its deadline).
+func TestFailedCommitKeepsFailureReport(t *testing.T) {
+	c, clk, _ := edgeController(t)
+	edgeRollout(t, c, clk, "canary: 0, max_unavailable: 1, boot_deadline: 1h, retries: 2", "a")
+	step := hostState(c, "a").Step
+	if step == nil {
+		t.Fatal("a not started")
+	}
+	clk.t = clk.t.Add(time.Minute)
+	mac, _ := net.ParseMAC("52:54:00:00:00:61")
+	if err := c.RecordReport(context.Background(), httpboot.Report{MAC: mac, Digest: step.Target, Error: "no disk", Time: clk.t}); err != nil {
+		t.Fatal(err)
+	}
+	flaky := &flakyCommits{StateStore: c.Store, n: 1}
+	c.Store = flaky
+	c.reconcile(context.Background(), nil) // takes the failure, cannot commit
+	c.reconcile(context.Background(), nil)
+	if s := hostState(c, "a").Step; s == nil || s.Attempt != 2 {
+		t.Errorf("step after the failure report and a failed commit: %+v, want attempt 2", s)
+	}
+}
