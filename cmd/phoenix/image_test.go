@@ -62,13 +62,19 @@ func writeFile(t *testing.T, dir, name, content string) string {
 	return p
 }
 
+// offlineState makes a state directory in a temp dir and returns the
+// flags that open it directly (--state).
+func offlineState(t *testing.T) (dir, state string, flags []string) {
+	dir = t.TempDir()
+	state = filepath.Join(dir, "state")
+	os.Mkdir(state, 0o755)
+	return dir, state, []string{"--state", state, "--state-allow-shared", "--log-level", "error"}
+}
+
 // TestImageCommandsOffline runs every image subcommand against a real
 // state dir opened directly (--state), as labs and first setup do.
 func TestImageCommandsOffline(t *testing.T) {
-	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
-	os.Mkdir(state, 0o755)
-	st := []string{"--state", state, "--state-allow-shared", "--log-level", "error"}
+	dir, state, st := offlineState(t)
 	k1 := writeFile(t, dir, "k1", "kernel one")
 	k2 := writeFile(t, dir, "k2", "kernel two")
 	initrd := writeFile(t, dir, "initrd", "initrd")
@@ -371,10 +377,7 @@ func sha256Of(s string) string {
 // TestImageRmOfflineRespectsHosts: offline (--state), rm refuses a version
 // a fleet host is to run, as the server's API does.
 func TestImageRmOfflineRespectsHosts(t *testing.T) {
-	dir := t.TempDir()
-	state := filepath.Join(dir, "state")
-	os.Mkdir(state, 0o755)
-	st := []string{"--state", state, "--state-allow-shared", "--log-level", "error"}
+	dir, state, st := offlineState(t)
 	k := writeFile(t, dir, "k", "kernel")
 	run(t, true, append([]string{"image", "import", "demo:1", "--kernel", k}, st...)...)
 
