@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -689,5 +690,31 @@ func TestShutdownLetsDownloadsFinish(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("Serve did not return")
+	}
+}
+
+// TestFromNetworks: with host networks named, the host routes answer only
+// requests from inside them; with none, every sender is let through.
+func TestFromNetworks(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	nets := []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}
+	for _, tc := range []struct {
+		nets   []netip.Prefix
+		remote string
+		want   int
+	}{
+		{nets, "10.99.0.7:4000", http.StatusNoContent},
+		{nets, "[::ffff:10.99.0.7]:4000", http.StatusNoContent},
+		{nets, "10.98.0.7:4000", http.StatusForbidden},
+		{nets, "[2001:db8::1]:4000", http.StatusForbidden},
+		{nil, "10.98.0.7:4000", http.StatusNoContent},
+	} {
+		req := httptest.NewRequest("POST", "/api/v1/report", nil)
+		req.RemoteAddr = tc.remote
+		rec := httptest.NewRecorder()
+		FromNetworks(tc.nets, ok).ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("%v from %s: %d, want %d", tc.nets, tc.remote, rec.Code, tc.want)
+		}
 	}
 }

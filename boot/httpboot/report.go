@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"time"
 	"unicode"
@@ -88,6 +89,29 @@ func checkReportError(e string) error {
 		}
 	}
 	return nil
+}
+
+// FromNetworks passes to h only requests from an address inside nets
+// and answers 403 to the others; with nets empty it returns h. serve puts
+// the routes hosts post to without a token (reports, logs) behind it when
+// the operator names the networks hosts live on (--host-networks).
+func FromNetworks(nets []netip.Prefix, h http.Handler) http.Handler {
+	if len(nets) == 0 {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ip, err := netip.ParseAddr(remoteIP(r))
+		if err == nil {
+			ip = ip.Unmap()
+			for _, n := range nets {
+				if n.Contains(ip) {
+					h.ServeHTTP(w, r)
+					return
+				}
+			}
+		}
+		writeJSON(w, http.StatusForbidden, map[string]string{"error": "not from a host network (--host-networks)"})
+	})
 }
 
 // FromBrowser reports whether r was sent by a web browser on behalf of a

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -88,6 +89,7 @@ type serveOptions struct {
 	routerAdvert     bool
 	requireSigned    string
 	syslogAddr       string
+	hostNetworks     []netip.Prefix
 	logCap           int64
 }
 
@@ -130,6 +132,16 @@ func newServeCmd() *cobra.Command {
 	f.StringVar(&o.hostsFile, "hosts", "", "fleet file (YAML: hosts with name, macs, image NAME:VERSION or NAME@CHANNEL, bmc; rollout policy), applied at start when changed")
 	f.StringVar(&o.requireSigned, "require-signed", "", "minisign public key file: boot only image versions it has signed (others get an error script)")
 	f.BoolVar(&o.routerAdvert, "router-advert", false, "send IPv6 router advertisements (lifetime 0) on --interface so iPXE skips its ~13 s IPv6 wait")
+	f.Func("host-networks", "comma-separated networks (CIDR) hosts live on: reports and log uploads from elsewhere get 403 (default: from anywhere)", func(v string) error {
+		for _, c := range strings.Split(v, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(c))
+			if err != nil {
+				return fmt.Errorf("want CIDRs like 10.99.0.0/24: %w", err)
+			}
+			o.hostNetworks = append(o.hostNetworks, p.Masked())
+		}
+		return nil
+	})
 	f.StringVar(&o.syslogAddr, "syslog-addr", "", "UDP address for hosts' syslog (e.g. :514); kept per host under DIR/logs (off when empty)")
 	f.Int64Var(&o.logCap, "host-log-cap", hostlogs.DefaultMaxBytes, "bytes per host log file; at the cap it rotates to log.1.txt (so at most twice this is kept)")
 	return cmd
@@ -344,7 +356,7 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 	mux := http.NewServeMux()
 	mux.Handle("/api/v1/", fleet.RequireToken(token, apiMux))
 	// Phone-home comes from hosts, which hold no token.
-	mux.Handle("POST /api/v1/report", bootSrv.Handler())
+	mux.Handle("POST /api/v1/report", httpboot.FromNetworks(o.hostNetworks, bootSrv.Handler()))
 	logs := &hostlogs.Store{Dir: st.Join("logs"), MaxBytes: o.logCap, Log: log.With("svc", "logs"),
 		Known: ctrl.HasHost,
 		HostOf: func(ip net.IP) (string, bool) {
@@ -361,7 +373,10 @@ func serve(ctx context.Context, log *slog.Logger, o serveOptions) error {
 			return "", false
 		}}
 	// Hosts send their logs without a token, like their reports.
-	logs.Register(mux)
+	logMux := http.NewServeMux()
+	logs.Register(logMux)
+	mux.Handle("POST /api/v1/hosts/{name}/logs", httpboot.FromNetworks(o.hostNetworks, logMux))
+	mux.Handle("GET /api/v1/hosts/{name}/logs", logMux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	// The dashboard: exactly "/" and its files under /ui/.
 	ui := uiHandler()
